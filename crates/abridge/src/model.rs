@@ -1,0 +1,272 @@
+//! A loaded model: the network, its tokenizer and its chat template, from one
+//! GGUF file.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::kv_cache::{CacheShape, KvCache};
+use crate::template::ChatTemplate;
+use crate::tokenizer::{TokenId, Tokenizer};
+use crate::transformer::{Transformer, TransformerConfig};
+
+/// A causal language model with explicit key/value state.
+///
+/// The state lives in a [`KvCache`] the caller owns, so one loaded model can
+/// serve several independent sequences.
+pub trait CausalLm: Send + Sync {
+    /// Hyper-parameters.
+    fn config(&self) -> &TransformerConfig;
+
+    /// Processes `tokens` after what `cache` holds, appends them to it, and
+    /// returns the logits for the next token as a `(vocab,)` tensor.
+    fn forward(&self, tokens: &[TokenId], cache: &mut KvCache) -> Result<Tensor>;
+
+    /// What the cache must hold per position.
+    fn cache_shape(&self) -> CacheShape {
+        self.config().cache_shape()
+    }
+}
+
+impl CausalLm for Transformer {
+    fn config(&self) -> &TransformerConfig {
+        Transformer::config(self)
+    }
+
+    fn forward(&self, tokens: &[TokenId], cache: &mut KvCache) -> Result<Tensor> {
+        Transformer::forward(self, tokens, cache)
+    }
+}
+
+/// A number of token positions: the size of a context window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ContextWindow(usize);
+
+impl ContextWindow {
+    /// A window of `tokens` positions; `None` for zero.
+    pub fn new(tokens: usize) -> Option<Self> {
+        (tokens > 0).then_some(Self(tokens))
+    }
+
+    /// The number of positions.
+    pub fn tokens(self) -> usize {
+        self.0
+    }
+}
+
+/// The context window used when none is asked for: large enough for a long
+/// article, small enough that the cache of a 7B model stays around 1 GiB.
+pub const DEFAULT_CONTEXT: usize = 8192;
+
+/// Options for loading a model.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    threads: Option<usize>,
+    device: Device,
+    tokenizer_json: Option<PathBuf>,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        Self {
+            threads: None,
+            device: Device::Cpu,
+            tokenizer_json: None,
+        }
+    }
+}
+
+impl ModelOptions {
+    /// Default options: CPU, one thread per core, the tokenizer from the file.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of CPU threads for the forward pass (default: every core).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads.max(1));
+        self
+    }
+
+    /// The device to run on.
+    pub fn device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// Use this `tokenizer.json` instead of the vocabulary in the GGUF file.
+    /// Without it, a `tokenizer.json` next to the model file is used when present.
+    pub fn tokenizer_json(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tokenizer_json = Some(path.into());
+        self
+    }
+}
+
+/// Facts about a loaded model, for display.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// `general.name`, when the file has one.
+    pub name: Option<String>,
+    /// `general.architecture`.
+    pub architecture: String,
+    /// File size in bytes.
+    pub file_size: u64,
+    /// Context length the model was trained for.
+    pub trained_context: usize,
+    /// Time taken to load.
+    pub load_time: Duration,
+}
+
+/// A model ready to run.
+pub struct Model {
+    info: ModelInfo,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    network: Box<dyn CausalLm>,
+    pool: rayon::ThreadPool,
+    device: Device,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("info", &self.info).finish()
+    }
+}
+
+impl Model {
+    /// Loads a GGUF model with default options.
+    ///
+    /// ```no_run
+    /// let model = abridge::Model::load("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+    /// println!("{}", model.info().architecture);
+    /// # Ok::<(), abridge::Error>(())
+    /// ```
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(path, ModelOptions::default())
+    }
+
+    /// Loads a GGUF model.
+    pub fn load_with(path: impl AsRef<Path>, options: ModelOptions) -> Result<Self> {
+        let start = Instant::now();
+        let path = path.as_ref();
+        let gguf = GgufFile::open(path)?;
+        let config = TransformerConfig::from_gguf(&gguf)?;
+        let beside = path.with_file_name("tokenizer.json");
+        let tokenizer = match options.tokenizer_json.as_deref() {
+            Some(json) => Tokenizer::from_json_file(json, &gguf)?,
+            None if beside.is_file() => Tokenizer::from_json_file(&beside, &gguf)?,
+            None => Tokenizer::from_gguf(&gguf)?,
+        };
+        if tokenizer.vocab_size() > config.vocab {
+            return Err(Error::Tokenizer(format!(
+                "the vocabulary has {} tokens but the model's embedding only {}",
+                tokenizer.vocab_size(),
+                config.vocab
+            )));
+        }
+        let template = ChatTemplate::for_model(&gguf, &tokenizer);
+        let network = Box::new(Transformer::load(&gguf, config, &options.device)?);
+        let mut pool = rayon::ThreadPoolBuilder::new();
+        if let Some(n) = options.threads {
+            pool = pool.num_threads(n);
+        }
+        let pool = pool
+            .build()
+            .map_err(|e| Error::InvalidOption(format!("cannot start worker threads: {e}")))?;
+        let info = ModelInfo {
+            path: path.to_path_buf(),
+            name: gguf
+                .get("general.name")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            architecture: gguf.architecture()?.to_owned(),
+            file_size: gguf.file_size(),
+            trained_context: network.config().trained_context,
+            load_time: start.elapsed(),
+        };
+        Ok(Self {
+            info,
+            tokenizer,
+            template,
+            network,
+            pool,
+            device: options.device,
+        })
+    }
+
+    /// Facts about the model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &TransformerConfig {
+        self.network.config()
+    }
+
+    /// The model's tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The model's chat template.
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    /// Number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// The context window to use when `requested` may be unset: the request,
+    /// or [`DEFAULT_CONTEXT`], never more than the model was trained for.
+    pub fn context_window(&self, requested: Option<ContextWindow>) -> ContextWindow {
+        let trained = self.info.trained_context;
+        let tokens = requested.map_or(DEFAULT_CONTEXT.min(trained), |c| c.tokens());
+        ContextWindow(tokens)
+    }
+
+    /// Allocates a key/value cache for `window` positions, after checking that
+    /// the machine has the memory for it.
+    pub fn new_cache(&self, window: ContextWindow) -> Result<KvCache> {
+        let trained = self.info.trained_context;
+        if window.tokens() > trained {
+            return Err(Error::InvalidOption(format!(
+                "a context of {} tokens is more than this model was trained for ({trained})",
+                window.tokens()
+            )));
+        }
+        let bytes = self.network.cache_shape().bytes(window.tokens());
+        if let Some(available) = available_memory()
+            && bytes > available
+        {
+            return Err(Error::InvalidOption(format!(
+                "a context of {} tokens needs {:.1} GiB for its cache but only {:.1} GiB of memory is available; lower --ctx-size",
+                window.tokens(),
+                bytes as f64 / (1u64 << 30) as f64,
+                available as f64 / (1u64 << 30) as f64
+            )));
+        }
+        KvCache::new(self.network.cache_shape(), window.tokens(), &self.device)
+    }
+
+    /// Runs `tokens` through the network on the model's threads (see
+    /// [`CausalLm::forward`]).
+    pub fn forward(&self, tokens: &[TokenId], cache: &mut KvCache) -> Result<Tensor> {
+        self.pool.install(|| self.network.forward(tokens, cache))
+    }
+}
+
+/// `MemAvailable` from `/proc/meminfo`, where there is one.
+fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,37 @@
+//! Helpers shared by abridge's end-to-end tests and benchmarks: where the real
+//! model files and the reference fixtures live.
+//!
+//! Tests never skip when a model is missing: they fail with a message that says
+//! how to fetch it.
+
+use std::path::PathBuf;
+
+/// The repository root (where `models.toml` lives).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A file under `tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests").join("fixtures").join(name)
+}
+
+/// The path of a catalogued model in abridge's model directory; panics with the
+/// command that fetches it when it is not there.
+pub fn model(file: &str) -> PathBuf {
+    let dir = abridge::registry::models_dir();
+    let path = dir.join(file);
+    assert!(
+        path.is_file(),
+        "test model {} is missing: run `scripts/fetch-models` (it downloads the checkpoints \
+         listed in models.toml into {})",
+        path.display(),
+        dir.display()
+    );
+    path
+}
+
+/// SmolLM2-135M-Instruct Q4_1: the small llama-architecture model every test uses.
+pub fn smollm2() -> PathBuf {
+    model("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
