@@ -75,15 +75,19 @@ fn smollm2_chat_prompt_matches_llama_cpp() {
 
 /// Largest gap, in llama.cpp's own logits, between the reference token and
 /// ours that counts as a near-tie, where two sets of kernels may rank the two
-/// candidates differently. llama.cpp itself flips such ties between batched
-/// and token-by-token evaluation (`margins.*.json` records its top five
-/// logits at every step).
+/// candidates differently.
 const NEAR_TIE: f32 = 0.1;
 
-/// Asserts that llama.cpp's own logits for `ours` and `reference` at `step`
-/// are within [`NEAR_TIE`] of each other.
-fn assert_near_tie(margins: &Value, step: usize, ours: u32, reference: u32) {
+/// Asserts that our pick at `step` is one llama.cpp itself makes for the same
+/// prefix, or a near-tie for it. The reference was generated token by token;
+/// `margins.*.json` records llama.cpp's top five logits when the same tokens
+/// are evaluated as one batch, and at near-ties the two modes of llama.cpp
+/// disagree with each other (SmolLM2 step 6: 284 batched, 7613 sequential).
+fn assert_llama_cpp_would_pick(margins: &Value, step: usize, ours: u32, reference: u32) {
     let top = margins["steps"][step]["top"].as_array().unwrap();
+    if top[0][0].as_u64() == Some(u64::from(ours)) {
+        return;
+    }
     let logit = |id: u32| {
         top.iter()
             .find(|c| c[0].as_u64() == Some(u64::from(id)))
@@ -120,7 +124,7 @@ fn smollm2_greedy_tokens_match_llama_cpp_teacher_forced() {
         if ours == want {
             exact += 1;
         } else {
-            assert_near_tie(&margins, step, ours, want);
+            assert_llama_cpp_would_pick(&margins, step, ours, want);
         }
         logits = model
             .forward(&[want], &mut cache)
@@ -160,7 +164,7 @@ fn smollm2_free_running_greedy_agrees_until_a_near_tie() {
         .count();
     eprintln!("free-running greedy: the first {agree} of 64 tokens equal llama.cpp's");
     if agree < reference.len() {
-        assert_near_tie(&margins, agree, out.tokens[agree], reference[agree]);
+        assert_llama_cpp_would_pick(&margins, agree, out.tokens[agree], reference[agree]);
     }
 }
 

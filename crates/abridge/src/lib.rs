@@ -18,6 +18,7 @@
 //! - [`tokenizer`]: the vocabulary from the file's own metadata;
 //! - [`template`]: chat prompts from the file's Jinja template;
 //! - [`transformer`] and [`kv_cache`]: the network and its state;
+//! - [`quant`]: our own matmul kernels for block types candle runs slowly;
 //! - [`model`]: all of the above, loaded together;
 //! - [`sampling`] and [`generate`]: the decode loop;
 //! - [`summarize`]: the [`Summarizer`];
@@ -52,6 +53,7 @@ pub mod gguf;
 pub mod input;
 pub mod kv_cache;
 pub mod model;
+pub mod quant;
 pub mod registry;
 pub mod request;
 pub mod sampling;

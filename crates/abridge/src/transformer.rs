@@ -17,6 +17,7 @@ use candle_core::{Device, Module, Tensor};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{CacheShape, KvCache};
+use crate::quant::{LegacyMatrix, LegacyType};
 
 /// How the rotary embedding pairs the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,10 +169,42 @@ impl TransformerConfig {
     }
 }
 
+/// A quantized weight matrix, multiplied by whichever kernel is fastest for
+/// its block type.
+#[derive(Debug)]
+enum Weight {
+    Candle(QMatMul),
+    Legacy(LegacyMatrix),
+}
+
+impl Weight {
+    fn new(q: QTensor, device: &Device) -> Result<Self> {
+        if device.is_cpu()
+            && let Some(kind) = LegacyType::from_ggml(q.dtype())
+        {
+            let (rows, cols) = q.shape().dims2()?;
+            return Ok(Self::Legacy(LegacyMatrix::new(
+                kind,
+                rows,
+                cols,
+                &q.data()?,
+            )?));
+        }
+        Ok(Self::Candle(QMatMul::from_qtensor(q)?))
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::Candle(w) => w.forward(x)?,
+            Self::Legacy(w) => x.contiguous()?.apply_op1_no_bwd(w)?,
+        })
+    }
+}
+
 /// A projection with an optional bias.
 #[derive(Debug)]
 struct Linear {
-    weight: QMatMul,
+    weight: Weight,
     bias: Option<Tensor>,
 }
 
@@ -205,7 +238,7 @@ pub struct Transformer {
     embed: Arc<QTensor>,
     blocks: Vec<Block>,
     output_norm: Tensor,
-    output: QMatMul,
+    output: Weight,
     rope_cos: Tensor,
     rope_sin: Tensor,
     device: Device,
@@ -226,11 +259,8 @@ impl Transformer {
             Ok(gguf.tensor(name, Some(shape), device)?.dequantize(device)?)
         };
         let linear = |name: &str, out: usize, inp: usize| -> Result<Linear> {
-            let weight = QMatMul::from_qtensor(gguf.tensor(
-                &format!("{name}.weight"),
-                Some(&[out, inp]),
-                device,
-            )?)?;
+            let q = gguf.tensor(&format!("{name}.weight"), Some(&[out, inp]), device)?;
+            let weight = Weight::new(q, device)?;
             let bias_name = format!("{name}.bias");
             let bias = match gguf.tensor_info(&bias_name) {
                 Some(_) => Some(dense(&bias_name, &[out])?),
@@ -258,12 +288,11 @@ impl Transformer {
         let output_norm = dense("output_norm.weight", &[c.hidden])?;
         // Small models tie the output projection to the embedding matrix.
         let output = match gguf.tensor_info("output.weight") {
-            Some(_) => QMatMul::from_qtensor(gguf.tensor(
-                "output.weight",
-                Some(&[c.vocab, c.hidden]),
+            Some(_) => Weight::new(
+                gguf.tensor("output.weight", Some(&[c.vocab, c.hidden]), device)?,
                 device,
-            )?)?,
-            None => QMatMul::from_arc(embed.clone())?,
+            )?,
+            None => Weight::Candle(QMatMul::from_arc(embed.clone())?),
         };
         let (rope_cos, rope_sin) = rope_tables(c.head_dim, c.rope_base, c.trained_context, device)?;
         Ok(Self {
