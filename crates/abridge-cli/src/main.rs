@@ -28,6 +28,29 @@ enum Command {
     Summarize(SummarizeArgs),
     /// Count the tokens of a text as a model sees them.
     Tokenize(TokenizeArgs),
+    /// Measure prompt-processing (pp) and generation (tg) throughput, as llama-bench does.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt tokens for the pp test (0: skip).
+    #[arg(long, short = 'p', default_value_t = 512)]
+    prompt_tokens: usize,
+    /// Generated tokens for the tg test (0: skip).
+    #[arg(long, short = 'n', default_value_t = 128)]
+    gen_tokens: usize,
+    /// Tokens already in the context before the tg test starts.
+    #[arg(long, default_value_t = 0)]
+    depth: usize,
+    /// Repetitions of each test.
+    #[arg(long, short = 'r', default_value_t = 3)]
+    repetitions: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -108,15 +131,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Summarize(args) => summarize(args),
         Command::Tokenize(args) => tokenize(args),
+        Command::Bench(args) => bench(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            let mut msg = format!("error: {e}");
-            for cause in e.chain().skip(1) {
-                msg.push_str(&format!("\n  caused by: {cause}"));
-            }
-            eprintln!("{msg}");
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -338,6 +358,54 @@ fn tokenize(args: TokenizeArgs) -> Result<ExitCode> {
                 writeln!(out, "{id}")?;
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(args: BenchArgs) -> Result<ExitCode> {
+    let (name, model) = load_model(&args.model, None)?;
+    let options = abridge::bench::BenchOptions {
+        prompt_tokens: args.prompt_tokens,
+        generated_tokens: args.gen_tokens,
+        generation_depth: args.depth,
+        repetitions: args.repetitions,
+    };
+    let report = abridge::bench::run(&model, options)?;
+    let row = |t: &abridge::bench::Throughput| serde_json::json!({ "median": t.median(), "runs": t.runs });
+    if args.json {
+        let out = serde_json::json!({
+            "model": name,
+            "threads": model.threads(),
+            "load_seconds": model.info().load_time.as_secs_f64(),
+            "pp": report.prompt.as_ref().map(row),
+            "tg": report.generation.as_ref().map(row),
+            "pp_tokens": args.prompt_tokens,
+            "tg_tokens": args.gen_tokens,
+            "tg_depth": args.depth,
+        });
+        println!("{out}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("| model | threads | test | tokens/s (median) | min – max |");
+    println!("| --- | ---: | --- | ---: | ---: |");
+    let print = |test: String, t: &abridge::bench::Throughput| {
+        let (lo, hi) = t.range();
+        println!(
+            "| {name} | {} | {test} | {:.1} | {lo:.1} – {hi:.1} |",
+            model.threads(),
+            t.median()
+        );
+    };
+    if let Some(t) = &report.prompt {
+        print(format!("pp{}", args.prompt_tokens), t);
+    }
+    if let Some(t) = &report.generation {
+        let depth = if args.depth > 0 {
+            format!(" @ d{}", args.depth)
+        } else {
+            String::new()
+        };
+        print(format!("tg{}{depth}", args.gen_tokens), t);
     }
     Ok(ExitCode::SUCCESS)
 }

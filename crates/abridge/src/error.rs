@@ -14,8 +14,8 @@ pub enum Error {
     Io {
         /// The file involved.
         path: PathBuf,
-        /// What the operating system said.
-        #[source]
+        /// What the operating system said (part of the message, so not
+        /// repeated as a separate cause).
         source: std::io::Error,
     },
 

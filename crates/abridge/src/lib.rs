@@ -23,6 +23,7 @@
 //! - [`sampling`] and [`generate`]: the decode loop;
 //! - [`summarize`]: the [`Summarizer`];
 //! - [`registry`]: model names and where their files are;
+//! - [`bench`]: prompt and generation throughput, as llama-bench measures it;
 //! - [`input`] and [`request`]: the text to summarize, and saved requests.
 //!
 //! # Example
@@ -47,6 +48,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod error;
 pub mod generate;
 pub mod gguf;

@@ -127,10 +127,9 @@ pub fn resolve(spec: &str, catalogue: &Catalogue) -> Result<PathBuf> {
     }
     let Some(entry) = catalogue.find(spec) else {
         if spec.contains(std::path::MAIN_SEPARATOR) || spec.ends_with(".gguf") {
-            return Err(Error::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
+            return Err(Error::ModelNotFound(format!(
+                "model file {spec} does not exist"
+            )));
         }
         let names: Vec<&str> = catalogue.models.iter().map(|m| m.name.as_str()).collect();
         return Err(Error::ModelNotFound(format!(

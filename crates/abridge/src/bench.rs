@@ -1,0 +1,149 @@
+//! Throughput measurement in the manner of llama-bench: prompt processing
+//! (`pp`, tokens/s over an N-token prompt) and generation (`tg`, tokens/s
+//! over M tokens generated one at a time), repeated, with medians.
+
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::model::{ContextWindow, Model};
+use crate::tokenizer::TokenId;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BenchOptions {
+    /// Prompt length for `pp` (0: skip).
+    pub prompt_tokens: usize,
+    /// Tokens to generate for `tg` (0: skip).
+    pub generated_tokens: usize,
+    /// Tokens already in the cache when `tg` starts (a long-prompt `tg`).
+    pub generation_depth: usize,
+    /// Repetitions of each measurement.
+    pub repetitions: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            prompt_tokens: 512,
+            generated_tokens: 128,
+            generation_depth: 0,
+            repetitions: 3,
+        }
+    }
+}
+
+/// Tokens/s of each repetition of one measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Throughput {
+    /// Every repetition's tokens/s, in order.
+    pub runs: Vec<f64>,
+}
+
+impl Throughput {
+    /// The median of the runs.
+    pub fn median(&self) -> f64 {
+        let mut v = self.runs.clone();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+
+    /// The slowest and fastest run.
+    pub fn range(&self) -> (f64, f64) {
+        let lo = self.runs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = self.runs.iter().copied().fold(0.0, f64::max);
+        (lo, hi)
+    }
+}
+
+/// The result of [`run`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchReport {
+    /// Prompt processing, when measured.
+    pub prompt: Option<Throughput>,
+    /// Generation, when measured.
+    pub generation: Option<Throughput>,
+}
+
+/// Tokens spread over the vocabulary, away from the special tokens at its ends.
+fn synthetic_tokens(n: usize, vocab: usize) -> Vec<TokenId> {
+    let span = vocab.saturating_sub(1000).max(1);
+    (0..n)
+        .map(|i| ((i * 7919) % span + 500.min(vocab - 1)) as TokenId)
+        .collect()
+}
+
+/// Measures `model`'s throughput.
+pub fn run(model: &Model, options: BenchOptions) -> Result<BenchReport> {
+    if options.repetitions == 0 {
+        return Err(Error::InvalidOption(
+            "at least one repetition is needed".into(),
+        ));
+    }
+    let vocab = model.tokenizer().vocab_size();
+    let needed = options
+        .prompt_tokens
+        .max(options.generation_depth + options.generated_tokens + 1);
+    let window = ContextWindow::new(needed).ok_or_else(|| {
+        Error::InvalidOption("nothing to measure: both token counts are 0".into())
+    })?;
+    let mut cache = model.new_cache(window)?;
+    let mut prompt = None;
+    if options.prompt_tokens > 0 {
+        let tokens = synthetic_tokens(options.prompt_tokens, vocab);
+        let mut runs = Vec::new();
+        for _ in 0..options.repetitions {
+            cache.clear();
+            let start = Instant::now();
+            model.forward(&tokens, &mut cache)?;
+            runs.push(tokens.len() as f64 / start.elapsed().as_secs_f64());
+        }
+        prompt = Some(Throughput { runs });
+    }
+    let mut generation = None;
+    if options.generated_tokens > 0 {
+        let context = synthetic_tokens(options.generation_depth + 1, vocab);
+        let mut runs = Vec::new();
+        for _ in 0..options.repetitions {
+            cache.clear();
+            model.forward(&context, &mut cache)?;
+            let start = Instant::now();
+            let mut token = context[0];
+            for _ in 0..options.generated_tokens {
+                let logits = model.forward(&[token], &mut cache)?;
+                token = crate::sampling::argmax(&logits.to_vec1::<f32>()?);
+            }
+            runs.push(options.generated_tokens as f64 / start.elapsed().as_secs_f64());
+        }
+        generation = Some(Throughput { runs });
+    }
+    Ok(BenchReport { prompt, generation })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_range() {
+        let t = Throughput {
+            runs: vec![3.0, 1.0, 2.0, 10.0],
+        };
+        assert_eq!(t.median(), 2.5);
+        assert_eq!(t.range(), (1.0, 10.0));
+    }
+
+    #[test]
+    fn synthetic_tokens_stay_in_the_vocabulary() {
+        for vocab in [1, 10, 600, 32000] {
+            assert!(
+                synthetic_tokens(100, vocab)
+                    .iter()
+                    .all(|&t| (t as usize) < vocab)
+            );
+        }
+    }
+}
