@@ -18,26 +18,52 @@ use crate::transformer::{Transformer, TransformerConfig};
 /// The state lives in a [`KvCache`] the caller owns, so one loaded model can
 /// serve several independent sequences.
 pub trait CausalLm: Send + Sync {
-    /// Hyper-parameters.
-    fn config(&self) -> &TransformerConfig;
-
     /// Processes `tokens` after what `cache` holds, appends them to it, and
     /// returns the logits for the next token as a `(vocab,)` tensor.
     fn forward(&self, tokens: &[TokenId], cache: &mut KvCache) -> Result<Tensor>;
 
     /// What the cache must hold per position.
-    fn cache_shape(&self) -> CacheShape {
-        self.config().cache_shape()
-    }
+    fn cache_shape(&self) -> CacheShape;
+
+    /// Rows of the embedding matrix.
+    fn vocab_size(&self) -> usize;
+
+    /// The context length the model was trained for.
+    fn trained_context(&self) -> usize;
 }
 
 impl CausalLm for Transformer {
-    fn config(&self) -> &TransformerConfig {
-        Transformer::config(self)
-    }
-
     fn forward(&self, tokens: &[TokenId], cache: &mut KvCache) -> Result<Tensor> {
         Transformer::forward(self, tokens, cache)
+    }
+
+    fn cache_shape(&self) -> CacheShape {
+        self.config().cache_shape()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.config().vocab
+    }
+
+    fn trained_context(&self) -> usize {
+        self.config().trained_context
+    }
+}
+
+/// The `general.architecture` values abridge runs.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2"];
+
+/// Loads the network for the file's architecture.
+fn load_network(gguf: &GgufFile, device: &Device) -> Result<Box<dyn CausalLm>> {
+    match gguf.architecture()? {
+        "llama" | "mistral" | "qwen2" => {
+            let config = TransformerConfig::from_gguf(gguf)?;
+            Ok(Box::new(Transformer::load(gguf, config, device)?))
+        }
+        other => Err(Error::UnsupportedArchitecture {
+            found: other.into(),
+            supported: SUPPORTED_ARCHITECTURES.to_vec(),
+        }),
     }
 }
 
@@ -155,22 +181,28 @@ impl Model {
         let start = Instant::now();
         let path = path.as_ref();
         let gguf = GgufFile::open(path)?;
-        let config = TransformerConfig::from_gguf(&gguf)?;
+        // Fail on an unknown architecture before the slower tokenizer build.
+        if !SUPPORTED_ARCHITECTURES.contains(&gguf.architecture()?) {
+            return Err(Error::UnsupportedArchitecture {
+                found: gguf.architecture()?.into(),
+                supported: SUPPORTED_ARCHITECTURES.to_vec(),
+            });
+        }
         let beside = path.with_file_name("tokenizer.json");
         let tokenizer = match options.tokenizer_json.as_deref() {
             Some(json) => Tokenizer::from_json_file(json, &gguf)?,
             None if beside.is_file() => Tokenizer::from_json_file(&beside, &gguf)?,
             None => Tokenizer::from_gguf(&gguf)?,
         };
-        if tokenizer.vocab_size() > config.vocab {
+        let network = load_network(&gguf, &options.device)?;
+        if tokenizer.vocab_size() > network.vocab_size() {
             return Err(Error::Tokenizer(format!(
                 "the vocabulary has {} tokens but the model's embedding only {}",
                 tokenizer.vocab_size(),
-                config.vocab
+                network.vocab_size()
             )));
         }
         let template = ChatTemplate::for_model(&gguf, &tokenizer);
-        let network = Box::new(Transformer::load(&gguf, config, &options.device)?);
         let mut pool = rayon::ThreadPoolBuilder::new();
         if let Some(n) = options.threads {
             pool = pool.num_threads(n);
@@ -186,7 +218,7 @@ impl Model {
                 .map(str::to_owned),
             architecture: gguf.architecture()?.to_owned(),
             file_size: gguf.file_size(),
-            trained_context: network.config().trained_context,
+            trained_context: network.trained_context(),
             load_time: start.elapsed(),
         };
         Ok(Self {
@@ -202,11 +234,6 @@ impl Model {
     /// Facts about the model.
     pub fn info(&self) -> &ModelInfo {
         &self.info
-    }
-
-    /// The model's hyper-parameters.
-    pub fn config(&self) -> &TransformerConfig {
-        self.network.config()
     }
 
     /// The model's tokenizer.

@@ -39,9 +39,6 @@ pub enum Architecture {
 }
 
 impl Architecture {
-    /// The `general.architecture` names abridge accepts.
-    pub const SUPPORTED: &'static [&'static str] = &["llama", "mistral", "qwen2"];
-
     /// Maps a GGUF `general.architecture` value to a family.
     pub fn from_gguf_name(name: &str) -> Result<Self> {
         match name {
@@ -49,7 +46,7 @@ impl Architecture {
             "qwen2" => Ok(Self::Qwen2),
             other => Err(Error::UnsupportedArchitecture {
                 found: other.into(),
-                supported: Self::SUPPORTED.to_vec(),
+                supported: crate::model::SUPPORTED_ARCHITECTURES.to_vec(),
             }),
         }
     }
