@@ -1,9 +1,9 @@
-//! Agreement with llama.cpp on the real SmolLM2 file: tokenization, the
-//! rendered chat prompt, and greedy generation (fixtures in
-//! `tests/fixtures/golden`, produced by llama.cpp).
+//! Agreement with llama.cpp on real model files: tokenization, the rendered
+//! chat prompt, and greedy generation (fixtures in `tests/fixtures/golden`,
+//! produced by llama.cpp; `margins.*.json` by `scripts/reference/margins.py`).
 
 use abridge::template::{Message, Role};
-use abridge::{Model, ModelOptions, sampling::argmax};
+use abridge::{ContextWindow, Model, ModelOptions, sampling::argmax};
 use serde_json::Value;
 
 fn golden(name: &str) -> Value {
@@ -19,14 +19,43 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-fn smollm2() -> Model {
-    Model::load_with(abridge_tests::smollm2(), ModelOptions::new().threads(2)).unwrap()
+/// One model under test and the names of its fixtures.
+struct Case {
+    file: &'static str,
+    fixture: &'static str,
+    /// Least number of the 64 teacher-forced steps that must agree exactly.
+    min_exact: usize,
 }
 
-#[test]
-fn smollm2_tokenizes_like_llama_cpp() {
-    let model = smollm2();
-    let g = golden("tokenize.smollm2-135m-instruct-q4_1.json");
+const SMOLLM2: Case = Case {
+    file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    fixture: "smollm2-135m-instruct-q4_1",
+    min_exact: 60,
+};
+
+const QWEN2: Case = Case {
+    file: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    fixture: "qwen2.5-coder-0.5b-instruct-q4_k_m",
+    min_exact: 62,
+};
+
+impl Case {
+    fn load(&self) -> Model {
+        Model::load_with(
+            abridge_tests::model(self.file),
+            ModelOptions::new().threads(2),
+        )
+        .unwrap()
+    }
+
+    fn golden(&self, kind: &str) -> Value {
+        golden(&format!("{kind}.{}.json", self.fixture))
+    }
+}
+
+fn tokenizes_like_llama_cpp(case: &Case) {
+    let model = case.load();
+    let g = case.golden("tokenize");
     let text = g["text"].as_str().unwrap();
     assert_eq!(
         model.tokenizer().encode(text).unwrap(),
@@ -36,8 +65,8 @@ fn smollm2_tokenizes_like_llama_cpp() {
         model.tokenizer().encode_prompt(text).unwrap(),
         ids(&g["ids_add_special"])
     );
-    // The chat fixture's texts too: system prompt, question and article.
-    let chat = golden("chat_greedy.smollm2-135m-instruct-q4_1.json");
+    // The reference's generated text re-tokenizes to the same ids.
+    let chat = case.golden("chat_greedy");
     let generated = chat["generated_text"].as_str().unwrap();
     assert_eq!(
         model.tokenizer().encode(generated).unwrap(),
@@ -61,14 +90,25 @@ fn golden_messages(g: &Value) -> Vec<Message> {
         .collect()
 }
 
-#[test]
-fn smollm2_chat_prompt_matches_llama_cpp() {
-    let model = smollm2();
-    let g = golden("chat_greedy.smollm2-135m-instruct-q4_1.json");
+fn chat_prompt_matches_llama_cpp(case: &Case) {
+    let model = case.load();
+    let g = case.golden("chat_greedy");
     let prompt = model.template().render(&golden_messages(&g), true).unwrap();
     assert_eq!(prompt, g["prompt_text"].as_str().unwrap());
     assert_eq!(
         model.tokenizer().encode(&prompt).unwrap(),
+        ids(&g["prompt_ids"])
+    );
+    // The summarizer's own path (system + instruction + text) renders the same.
+    let user = g["messages"][1]["content"].as_str().unwrap();
+    let (instruction, text) = user.split_once("\n\n").unwrap();
+    let summarizer = abridge::Summarizer::builder(model)
+        .system(g["messages"][0]["content"].as_str().unwrap())
+        .instruction(instruction)
+        .build()
+        .unwrap();
+    assert_eq!(
+        summarizer.prompt_tokens(text).unwrap(),
         ids(&g["prompt_ids"])
     );
 }
@@ -102,17 +142,14 @@ fn assert_llama_cpp_would_pick(margins: &Value, step: usize, ours: u32, referenc
     );
 }
 
-#[test]
-fn smollm2_greedy_tokens_match_llama_cpp_teacher_forced() {
-    let model = smollm2();
-    let g = golden("chat_greedy.smollm2-135m-instruct-q4_1.json");
-    let margins = golden("margins.smollm2-135m-instruct-q4_1.json");
+fn greedy_matches_teacher_forced(case: &Case) {
+    let model = case.load();
+    let g = case.golden("chat_greedy");
+    let margins = case.golden("margins");
     let prompt = ids(&g["prompt_ids"]);
     let reference = ids(&g["generated_ids"]);
     assert_eq!(reference.len(), 64);
-    let mut cache = model
-        .new_cache(abridge::ContextWindow::new(1024).unwrap())
-        .unwrap();
+    let mut cache = model.new_cache(ContextWindow::new(1024).unwrap()).unwrap();
     let mut logits: Vec<f32> = model
         .forward(&prompt, &mut cache)
         .unwrap()
@@ -132,22 +169,23 @@ fn smollm2_greedy_tokens_match_llama_cpp_teacher_forced() {
             .to_vec1()
             .unwrap();
     }
+    eprintln!(
+        "{}: {exact} of 64 teacher-forced steps agree exactly",
+        case.fixture
+    );
     assert!(
-        exact >= 60,
+        exact >= case.min_exact,
         "only {exact} of 64 teacher-forced steps agree exactly"
     );
 }
 
-#[test]
-fn smollm2_free_running_greedy_agrees_until_a_near_tie() {
-    let model = smollm2();
-    let g = golden("chat_greedy.smollm2-135m-instruct-q4_1.json");
-    let margins = golden("margins.smollm2-135m-instruct-q4_1.json");
+fn free_running_greedy_forks_only_at_a_near_tie(case: &Case) -> usize {
+    let model = case.load();
+    let g = case.golden("chat_greedy");
+    let margins = case.golden("margins");
     let prompt = ids(&g["prompt_ids"]);
     let reference = ids(&g["generated_ids"]);
-    let mut cache = model
-        .new_cache(abridge::ContextWindow::new(1024).unwrap())
-        .unwrap();
+    let mut cache = model.new_cache(ContextWindow::new(1024).unwrap()).unwrap();
     let options = abridge::GenerateOptions {
         max_tokens: 64,
         ..Default::default()
@@ -162,18 +200,20 @@ fn smollm2_free_running_greedy_agrees_until_a_near_tie() {
         .zip(&reference)
         .take_while(|(a, b)| a == b)
         .count();
-    eprintln!("free-running greedy: the first {agree} of 64 tokens equal llama.cpp's");
+    eprintln!(
+        "{}: the first {agree} of 64 free-running greedy tokens equal llama.cpp's",
+        case.fixture
+    );
     if agree < reference.len() {
         assert_llama_cpp_would_pick(&margins, agree, out.tokens[agree], reference[agree]);
     }
+    agree
 }
 
-#[test]
-fn prompt_in_several_chunks_gives_the_same_next_token() {
-    let model = smollm2();
-    let g = golden("chat_greedy.smollm2-135m-instruct-q4_1.json");
-    let prompt = ids(&g["prompt_ids"]);
-    let window = abridge::ContextWindow::new(1024).unwrap();
+fn chunked_prompt_keeps_the_top_candidates(case: &Case) {
+    let model = case.load();
+    let prompt = ids(&case.golden("chat_greedy")["prompt_ids"]);
+    let window = ContextWindow::new(1024).unwrap();
     let mut whole = model.new_cache(window).unwrap();
     let one: Vec<f32> = model
         .forward(&prompt, &mut whole)
@@ -209,4 +249,54 @@ fn prompt_in_several_chunks_gives_the_same_next_token() {
         max_diff < 1.0,
         "chunked prompt changes the logits by up to {max_diff}"
     );
+}
+
+#[test]
+fn smollm2_tokenizes_like_llama_cpp() {
+    tokenizes_like_llama_cpp(&SMOLLM2);
+}
+
+#[test]
+fn smollm2_chat_prompt_matches_llama_cpp() {
+    chat_prompt_matches_llama_cpp(&SMOLLM2);
+}
+
+#[test]
+fn smollm2_greedy_tokens_match_llama_cpp_teacher_forced() {
+    greedy_matches_teacher_forced(&SMOLLM2);
+}
+
+#[test]
+fn smollm2_free_running_greedy_forks_only_at_a_near_tie() {
+    free_running_greedy_forks_only_at_a_near_tie(&SMOLLM2);
+}
+
+#[test]
+fn smollm2_prompt_in_several_chunks_keeps_the_top_candidates() {
+    chunked_prompt_keeps_the_top_candidates(&SMOLLM2);
+}
+
+#[test]
+fn qwen2_tokenizes_like_llama_cpp() {
+    tokenizes_like_llama_cpp(&QWEN2);
+}
+
+#[test]
+fn qwen2_chat_prompt_matches_llama_cpp() {
+    chat_prompt_matches_llama_cpp(&QWEN2);
+}
+
+#[test]
+fn qwen2_greedy_tokens_match_llama_cpp_teacher_forced() {
+    greedy_matches_teacher_forced(&QWEN2);
+}
+
+#[test]
+fn qwen2_free_running_greedy_forks_only_at_a_near_tie() {
+    free_running_greedy_forks_only_at_a_near_tie(&QWEN2);
+}
+
+#[test]
+fn qwen2_prompt_in_several_chunks_keeps_the_top_candidates() {
+    chunked_prompt_keeps_the_top_candidates(&QWEN2);
 }

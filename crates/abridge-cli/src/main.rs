@@ -176,6 +176,11 @@ fn load_model(args: &ModelArgs, requested: Option<&str>) -> Result<(String, Mode
         .unwrap_or_else(|| catalogue.default.clone());
     let path = registry::resolve(&name, &catalogue)?;
     let mut options = ModelOptions::new();
+    if let Some(t) = catalogue.find(&name).and_then(|m| m.template.as_deref()) {
+        options = options.chat_template(
+            abridge::template::Builtin::from_name(t).expect("checked when the catalogue was read"),
+        );
+    }
     if let Some(t) = args.threads {
         if t == 0 {
             bail!("--threads must be at least 1");

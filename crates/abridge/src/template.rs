@@ -53,15 +53,62 @@ const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['
 
 const MISTRAL: &str = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
 
+/// Ollama's prompt for `mistral:7b-instruct-v0.2-q4_K_M`, as Jinja. Ollama
+/// renders Go templates; its Mistral template (ollama/ollama,
+/// `template/mistral-instruct.gotmpl`; expected outputs in
+/// `template/testdata/mistral-instruct.gotmpl/system-user-assistant-user`
+/// and `.../user`) writes `[INST] {system}\n\n{user}[/INST]` for the user
+/// turn that carries the system text, no space
+/// before `[/INST]`, and ` {answer}</s>` after each assistant turn. Its
+/// llama.cpp runner adds the BOS token when tokenizing, written here as
+/// `bos_token`.
+const OLLAMA_MISTRAL: &str = "{{ bos_token }}\
+{%- set system = messages | selectattr('role', 'equalto', 'system') | map(attribute='content') | first | default('') -%}\
+{%- set turns = messages | rejectattr('role', 'equalto', 'system') | list -%}\
+{%- for m in turns -%}\
+{%- if m['role'] == 'user' -%}[INST] {% if system and loop.index >= turns | length - 1 %}{{ system }}\n\n{% endif %}{{ m['content'] }}[/INST]\
+{%- elif m['role'] == 'assistant' %} {{ m['content'] }}</s>\
+{%- endif -%}\
+{%- endfor -%}";
+
+/// Templates abridge carries itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    /// ChatML (`<|im_start|>role ... <|im_end|>`).
+    ChatMl,
+    /// Mistral's `[INST] ... [/INST]`, as in Mistral's own tokenizer config.
+    Mistral,
+    /// Mistral as Ollama prompts it, system text folded into the last user turn.
+    OllamaMistral,
+}
+
+impl Builtin {
+    /// The name used in `models.toml` (`chatml`, `mistral`, `ollama-mistral`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "chatml" => Some(Self::ChatMl),
+            "mistral" => Some(Self::Mistral),
+            "ollama-mistral" => Some(Self::OllamaMistral),
+            _ => None,
+        }
+    }
+
+    fn source(self) -> &'static str {
+        match self {
+            Self::ChatMl => CHATML,
+            Self::Mistral => MISTRAL,
+            Self::OllamaMistral => OLLAMA_MISTRAL,
+        }
+    }
+}
+
 /// Where a template came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TemplateSource {
     /// The model file's `tokenizer.chat_template`.
     ModelFile,
-    /// abridge's built-in ChatML template.
-    BuiltinChatMl,
-    /// abridge's built-in Mistral `[INST]` template.
-    BuiltinMistral,
+    /// One of abridge's own.
+    Builtin(Builtin),
 }
 
 /// A chat template ready to render.
@@ -89,13 +136,31 @@ impl ChatTemplate {
                 .map(|ids| ids.len() == 1)
                 .unwrap_or(false) =>
             {
-                (CHATML.to_owned(), TemplateSource::BuiltinChatMl)
+                (CHATML.to_owned(), TemplateSource::Builtin(Builtin::ChatMl))
             }
-            _ => (MISTRAL.to_owned(), TemplateSource::BuiltinMistral),
+            _ => (
+                MISTRAL.to_owned(),
+                TemplateSource::Builtin(Builtin::Mistral),
+            ),
         };
         Self {
             source,
             origin,
+            bos_token: text(tokenizer.bos()),
+            eos_token: text(tokenizer.eos()),
+        }
+    }
+
+    /// One of abridge's own templates, with the model's BOS and EOS texts.
+    pub fn builtin(builtin: Builtin, tokenizer: &Tokenizer) -> Self {
+        let text = |id: Option<u32>| {
+            id.and_then(|id| tokenizer.token_text(id))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Self {
+            source: builtin.source().to_owned(),
+            origin: TemplateSource::Builtin(builtin),
             bos_token: text(tokenizer.bos()),
             eos_token: text(tokenizer.eos()),
         }
@@ -188,6 +253,32 @@ mod tests {
         let t = ChatTemplate::from_source(MISTRAL, "<s>", "</s>");
         let s = t.render_turn(Some("Be brief."), "Hi").unwrap();
         assert_eq!(s, "<s>[INST] Be brief.\n\nHi [/INST]");
+    }
+
+    #[test]
+    fn ollama_mistral_puts_the_system_text_in_the_last_user_turn() {
+        let t = ChatTemplate::from_source(OLLAMA_MISTRAL, "<s>", "</s>");
+        assert_eq!(
+            t.render_turn(Some("You are a helpful assistant."), "Hello, how are you?")
+                .unwrap(),
+            "<s>[INST] You are a helpful assistant.\n\nHello, how are you?[/INST]"
+        );
+        assert_eq!(
+            t.render_turn(None, "Hello, how are you?").unwrap(),
+            "<s>[INST] Hello, how are you?[/INST]"
+        );
+        // Later turns: the system text moves to the last user turn, as the
+        // Go template's `len (slice $.Messages $index) == 1` test does.
+        let chat = [
+            Message::new(Role::System, "S"),
+            Message::new(Role::User, "A"),
+            Message::new(Role::Assistant, "B"),
+            Message::new(Role::User, "C"),
+        ];
+        assert_eq!(
+            t.render(&chat, true).unwrap(),
+            "<s>[INST] A[/INST] B</s>[INST] S\n\nC[/INST]"
+        );
     }
 
     #[test]
