@@ -114,6 +114,11 @@ impl ModelOptions {
     }
 
     /// Number of CPU threads for the forward pass (default: every core).
+    ///
+    /// candle's kernels read `RAYON_NUM_THREADS` on every call and, when it
+    /// is unset, count the physical cores by parsing `/proc/cpuinfo` each
+    /// time; a program that generates many tokens should set it to the same
+    /// number at startup, as the `abridge` binary does.
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads.max(1));
         self
