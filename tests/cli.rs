@@ -101,12 +101,45 @@ fn too_small_a_context_says_how_many_tokens_and_which_flag() {
     abridge()
         .args(["summarize", "--request"])
         .arg(seed())
-        .args(["--model", &smollm2(), "--ctx-size", "2048"])
+        .args([
+            "--model",
+            &smollm2(),
+            "--ctx-size",
+            "2048",
+            "--strategy",
+            "single",
+        ])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("the prompt needs 4"))
         .stderr(predicate::str::contains("--ctx-size"))
         .stderr(predicate::str::contains("panicked").not());
+}
+
+#[test]
+fn a_text_longer_than_the_context_is_summarized_in_parts() {
+    let out = abridge()
+        .args(["summarize", "--request"])
+        .arg(seed())
+        .args([
+            "--model",
+            &smollm2(),
+            "--ctx-size",
+            "2048",
+            "-t",
+            "2",
+            "-n",
+            "24",
+            "--json",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(v["parts"].as_u64().unwrap() >= 3, "{v}");
+    assert!(!v["summary"].as_str().unwrap().is_empty());
 }
 
 #[test]

@@ -19,6 +19,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file involved.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+
     /// The model file is not a GGUF file, or its structure is damaged.
     #[error("{path} is not a usable GGUF model: {reason}")]
     InvalidGguf {

@@ -44,6 +44,25 @@ pub enum Event<'a> {
     },
     /// New text, always whole UTF-8 characters.
     Text(&'a str),
+    /// A long-document summary moved to a new step (emitted by the
+    /// summarizer, not by [`generate`]).
+    Stage {
+        /// Which kind of step.
+        stage: Stage,
+        /// This step's number, from 1.
+        index: usize,
+        /// Steps of this kind in the current round.
+        count: usize,
+    },
+}
+
+/// The steps of a summary of a text longer than the context window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Summarizing one part of the text (its text is not streamed).
+    Part,
+    /// Combining the part summaries into the final summary.
+    Combine,
 }
 
 /// Why generation ended.

@@ -143,7 +143,7 @@ impl TensorType {
     fn byte_size(self, elements: u64) -> Option<u64> {
         let dtype = self.ggml_dtype()?;
         let block = dtype.block_size() as u64;
-        if elements % block != 0 {
+        if !elements.is_multiple_of(block) {
             return None;
         }
         (elements / block).checked_mul(dtype.type_size() as u64)
@@ -436,12 +436,25 @@ impl GgufFile {
             .kind
             .ggml_dtype()
             .expect("checked when the file was opened");
-        Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
+        let tensor = candle_core::quantized::ggml_file::qtensor_from_ggml(
             dtype,
             bytes,
             info.shape.clone(),
             device,
-        )?)
+        )?;
+        // The tensor now has its own copy: release the file's pages from this
+        // process so loading holds the model in memory once, not twice.
+        #[cfg(unix)]
+        // SAFETY: the map is a read-only view of a file; dropped pages are read
+        // back from the file, unchanged, if they are touched again.
+        let _ = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                info.offset as usize,
+                info.size as usize,
+            )
+        };
+        Ok(tensor)
     }
 }
 
@@ -528,7 +541,7 @@ impl<'a> Reader<'a> {
                 let min_size = match elem {
                     0 | 1 | 7 => 1,
                     2 | 3 => 2,
-                    4 | 5 | 6 => 4,
+                    4..=6 => 4,
                     8 | 10..=12 => 8,
                     9 => 12,
                     other => return Err(format!("unknown array element type {other}")),

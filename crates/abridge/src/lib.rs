@@ -16,15 +16,21 @@
 //!
 //! - [`gguf`]: opening a model file, validated before anything trusts it;
 //! - [`tokenizer`]: the vocabulary from the file's own metadata;
+//! - [`sentencepiece`]: reading a SentencePiece `tokenizer.model`;
 //! - [`template`]: chat prompts from the file's Jinja template;
 //! - [`transformer`] and [`kv_cache`]: the network and its state;
+//! - [`gemma3`]: the Gemma 3 network (sliding-window attention, extra norms);
 //! - [`quant`]: our own matmul kernels for block types candle runs slowly;
 //! - [`model`]: all of the above, loaded together;
 //! - [`sampling`] and [`generate`]: the decode loop;
-//! - [`summarize`]: the [`Summarizer`];
-//! - [`registry`]: model names and where their files are;
+//! - [`summarize`] and [`chunk`]: the [`Summarizer`], and splitting long texts for it;
+//! - [`registry`]: model names and where their files are (abridge's directory,
+//!   the Hugging Face cache, Ollama's store), with no network;
+//! - [`pull`]: downloading a catalogued model, resumable and verified;
 //! - [`bench`]: prompt and generation throughput, as llama-bench measures it;
-//! - [`input`] and [`request`]: the text to summarize, and saved requests.
+//! - [`synth`]: writing GGUF files, and a synthetic Mistral-7B for benchmarks;
+//! - [`input`], [`document`] and [`request`]: the text to summarize (plain, HTML or
+//!   PDF), and saved requests.
 //!
 //! # Example
 //!
@@ -49,24 +55,34 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod chunk;
+pub mod document;
 pub mod error;
+pub mod gemma3;
 pub mod generate;
 pub mod gguf;
 pub mod input;
 pub mod kv_cache;
 pub mod model;
+pub mod pull;
 pub mod quant;
 pub mod registry;
 pub mod request;
 pub mod sampling;
+pub mod sentencepiece;
 pub mod summarize;
+pub mod synth;
 pub mod template;
 pub mod tokenizer;
 pub mod transformer;
 
 pub use error::{Error, Result};
-pub use generate::{Event, GenerateOptions, Generation, GenerationStats, StopReason, generate};
+pub use generate::{
+    Event, GenerateOptions, Generation, GenerationStats, Stage, StopReason, generate,
+};
 pub use model::{CausalLm, ContextWindow, Model, ModelInfo, ModelOptions};
 pub use sampling::SamplingOptions;
-pub use summarize::{Summarizer, SummarizerBuilder, Summary, SummaryStats};
+pub use summarize::{
+    Length, OutputFormat, Strategy, Summarizer, SummarizerBuilder, Summary, SummaryStats,
+};
 pub use tokenizer::{TokenId, Tokenizer};

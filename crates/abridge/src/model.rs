@@ -51,7 +51,7 @@ impl CausalLm for Transformer {
 }
 
 /// The `general.architecture` values abridge runs.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "gemma3"];
 
 /// Loads the network for the file's architecture.
 fn load_network(gguf: &GgufFile, device: &Device) -> Result<Box<dyn CausalLm>> {
@@ -59,6 +59,10 @@ fn load_network(gguf: &GgufFile, device: &Device) -> Result<Box<dyn CausalLm>> {
         "llama" | "mistral" | "qwen2" => {
             let config = TransformerConfig::from_gguf(gguf)?;
             Ok(Box::new(Transformer::load(gguf, config, device)?))
+        }
+        "gemma3" => {
+            let config = crate::gemma3::Gemma3Config::from_gguf(gguf)?;
+            Ok(Box::new(crate::gemma3::Gemma3::load(gguf, config, device)?))
         }
         other => Err(Error::UnsupportedArchitecture {
             found: other.into(),

@@ -88,7 +88,7 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 impl LegacyMatrix {
     /// Wraps raw GGUF block data for a `rows × cols` matrix.
     pub fn new(kind: LegacyType, rows: usize, cols: usize, data: &[u8]) -> Result<Self> {
-        if cols % BLOCK != 0 || data.len() != rows * cols / BLOCK * kind.block_bytes() {
+        if !cols.is_multiple_of(BLOCK) || data.len() != rows * cols / BLOCK * kind.block_bytes() {
             return Err(Error::Tensor {
                 name: format!("{kind:?} matrix"),
                 problem: format!("{} bytes do not hold {rows}×{cols} values", data.len()),
@@ -193,83 +193,127 @@ fn dot_rows_portable(kind: LegacyType, row: &[WeightBlock], xs: &[&[Q8Block]], o
 const TILE: usize = 4;
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod x86 {
     use super::{LegacyType, Q8Block, TILE, WeightBlock, offset_term};
     use std::arch::x86_64::*;
 
-    /// Dot products of one weight row with up to [`TILE`] activation rows:
-    /// each weight block is unpacked once and used for every row.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_rows(
-        kind: LegacyType,
-        row: &[WeightBlock],
-        xs: &[&[Q8Block]],
-        out: &mut [f32],
-    ) {
-        let low4 = _mm_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
-        let bit_select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-        let byte_spread = _mm256_setr_epi8(
-            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
-            3, 3, 3,
-        );
-        let fifth_bit = _mm256_set1_epi8(0x10);
-        let five_bits = kind != LegacyType::Q4_1;
-        let n = xs.len().min(TILE);
-        let mut acc = [_mm256_setzero_ps(); TILE];
-        let mut extra = [0f32; TILE];
-        for (b, w) in row.iter().enumerate() {
-            // SAFETY: `qs` is 16 bytes.
-            let packed = unsafe { _mm_loadu_si128(w.qs.as_ptr() as *const __m128i) };
-            let lo = _mm_and_si128(packed, low4);
-            let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low4);
-            let mut q = _mm256_set_m128i(hi, lo);
-            if five_bits {
-                let spread = _mm256_shuffle_epi8(_mm256_set1_epi32(w.qh as i32), byte_spread);
-                let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit_select), bit_select);
-                q = _mm256_or_si256(q, _mm256_and_si256(set, fifth_bit));
+    /// Sums of products of unsigned by signed bytes, four to an i32 lane.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn int_dot_avx2(q: __m256i, y: __m256i) -> __m256i {
+        // Unsigned 5-bit × signed 8-bit pairs stay far below i16 saturation.
+        _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), _mm256_set1_epi16(1))
+    }
+
+    /// The same in one VNNI instruction.
+    #[inline]
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    fn int_dot_vnni(q: __m256i, y: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y)
+    }
+
+    /// Defines a kernel: dot products of one weight row with up to [`TILE`]
+    /// activation rows, each weight block unpacked once and used for every
+    /// row. The two instances differ only in the integer dot product, and
+    /// must be compiled separately so the AVX2 one never contains AVX-512.
+    macro_rules! kernel {
+        ($name:ident, $features:literal, $int_dot:ident) => {
+            /// # Safety
+            #[doc = concat!("The CPU must support ", $features, ".")]
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(
+                kind: LegacyType,
+                row: &[WeightBlock],
+                xs: &[&[Q8Block]],
+                out: &mut [f32],
+            ) {
+                let low4 = _mm_set1_epi8(0x0F);
+                let bit_select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+                let byte_spread = _mm256_setr_epi8(
+                    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3,
+                    3, 3, 3, 3, 3, 3,
+                );
+                let fifth_bit = _mm256_set1_epi8(0x10);
+                let five_bits = kind != LegacyType::Q4_1;
+                let n = xs.len().min(TILE);
+                let mut acc = [_mm256_setzero_ps(); TILE];
+                let mut extra = [0f32; TILE];
+                for (b, w) in row.iter().enumerate() {
+                    // SAFETY: `qs` is 16 bytes.
+                    let packed = unsafe { _mm_loadu_si128(w.qs.as_ptr() as *const __m128i) };
+                    let lo = _mm_and_si128(packed, low4);
+                    let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low4);
+                    let mut q = _mm256_set_m128i(hi, lo);
+                    if five_bits {
+                        let spread =
+                            _mm256_shuffle_epi8(_mm256_set1_epi32(w.qh as i32), byte_spread);
+                        let set =
+                            _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit_select), bit_select);
+                        q = _mm256_or_si256(q, _mm256_and_si256(set, fifth_bit));
+                    }
+                    for i in 0..n {
+                        let y = &xs[i][b];
+                        // SAFETY: `y.q` is 32 bytes.
+                        let yq = unsafe { _mm256_loadu_si256(y.q.as_ptr() as *const __m256i) };
+                        let dot = $int_dot(q, yq);
+                        acc[i] = _mm256_fmadd_ps(
+                            _mm256_set1_ps(w.d * y.d),
+                            _mm256_cvtepi32_ps(dot),
+                            acc[i],
+                        );
+                        extra[i] += offset_term(kind, w, y);
+                    }
+                }
+                for i in 0..n {
+                    let a = acc[i];
+                    let sum4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+                    let sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
+                    let sum1 = _mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1));
+                    out[i] = _mm_cvtss_f32(sum1) + extra[i];
+                }
             }
-            for i in 0..n {
-                let y = &xs[i][b];
-                // SAFETY: `y.q` is 32 bytes.
-                let yq = unsafe { _mm256_loadu_si256(y.q.as_ptr() as *const __m256i) };
-                // Unsigned 5-bit × signed 8-bit pairs stay far below i16 saturation.
-                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(q, yq), ones);
-                acc[i] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(w.d * y.d), _mm256_cvtepi32_ps(dot), acc[i]);
-                extra[i] += offset_term(kind, w, y);
+        };
+    }
+
+    kernel!(dot_rows_avx2, "avx2,fma", int_dot_avx2);
+    kernel!(dot_rows_vnni, "avx2,fma,avx512vnni,avx512vl", int_dot_vnni);
+}
+
+/// The instruction sets the kernels can use, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl Simd {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                if has!("avx512vnni") && has!("avx512vl") {
+                    return Simd::Vnni;
+                }
+                return Simd::Avx2;
             }
         }
-        for i in 0..n {
-            let a = acc[i];
-            let sum4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-            let sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
-            let sum1 = _mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1));
-            out[i] = _mm_cvtss_f32(sum1) + extra[i];
-        }
+        Simd::Portable
     }
 }
 
-fn dot_rows(kind: LegacyType, row: &[WeightBlock], xs: &[&[Q8Block]], out: &mut [f32], simd: bool) {
-    #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: `simd` is true only when the CPU reported AVX2 and FMA.
-        return unsafe { avx2::dot_rows(kind, row, xs, out) };
+fn dot_rows(kind: LegacyType, row: &[WeightBlock], xs: &[&[Q8Block]], out: &mut [f32], simd: Simd) {
+    match simd {
+        // SAFETY: `detect` chose these only when the CPU reported the features.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Vnni => unsafe { x86::dot_rows_vnni(kind, row, xs, out) },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { x86::dot_rows_avx2(kind, row, xs, out) },
+        Simd::Portable => dot_rows_portable(kind, row, xs, out),
     }
-    let _ = simd;
-    dot_rows_portable(kind, row, xs, out)
-}
-
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// Weight rows per parallel task.
@@ -278,7 +322,7 @@ const ROWS_PER_TASK: usize = 16;
 impl LegacyMatrix {
     /// `x · Wᵀ` for `m` rows of `x` (each `cols` long), into `m × rows`.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let simd = has_avx2();
+        let simd = Simd::detect();
         let mut q8 = Vec::with_capacity(m);
         for r in x.chunks_exact(self.cols) {
             let mut blocks = Vec::with_capacity(self.cols / BLOCK);

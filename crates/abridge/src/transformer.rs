@@ -169,13 +169,13 @@ impl TransformerConfig {
 /// A quantized weight matrix, multiplied by whichever kernel is fastest for
 /// its block type.
 #[derive(Debug)]
-enum Weight {
+pub(crate) enum Weight {
     Candle(QMatMul),
     Legacy(LegacyMatrix),
 }
 
 impl Weight {
-    fn new(q: QTensor, device: &Device) -> Result<Self> {
+    pub(crate) fn new(q: QTensor, device: &Device) -> Result<Self> {
         if device.is_cpu()
             && let Some(kind) = LegacyType::from_ggml(q.dtype())
         {
@@ -190,7 +190,7 @@ impl Weight {
         Ok(Self::Candle(QMatMul::from_qtensor(q)?))
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Self::Candle(w) => w.forward(x)?,
             Self::Legacy(w) => x.contiguous()?.apply_op1_no_bwd(w)?,
@@ -409,7 +409,7 @@ impl Transformer {
 
 /// `cos` and `sin` of `position × base^(-2i/d)` for every position the model
 /// can see, each `(positions, d/2)`.
-fn rope_tables(
+pub(crate) fn rope_tables(
     head_dim: usize,
     base: f64,
     positions: usize,
@@ -429,7 +429,7 @@ fn rope_tables(
 
 /// `(seq, pos + seq)`: query `i` (at absolute position `pos + i`) sees keys
 /// `0..=pos + i`; later keys get `-inf`.
-fn causal_mask(seq: usize, pos: usize, device: &Device) -> Result<Tensor> {
+pub(crate) fn causal_mask(seq: usize, pos: usize, device: &Device) -> Result<Tensor> {
     let total = pos + seq;
     let mask: Vec<f32> = (0..seq)
         .flat_map(|i| (0..total).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))

@@ -1,0 +1,270 @@
+//! The synthetic Mistral-7B-Instruct-v0.2 Q4_K_M: a reduced-layer file written
+//! with the real Mistral vocabulary has the spec's tensors, loads and runs, and
+//! tokenizes like llama.cpp did on a synthetic file with the same vocabulary
+//! (`tests/fixtures/golden/tokenize.mistral-7b-instruct-v0.2-synthetic-q4_k_m.json`).
+
+use std::path::Path;
+
+use abridge::gguf::{GgufFile, Value};
+use abridge::synth::{
+    self, GgufWriter, MISTRAL_7B_INSTRUCT_V02, SynthOptions, TensorSpec, Vocabulary,
+};
+use abridge::{ContextWindow, Model, ModelOptions, Tokenizer};
+use candle_core::quantized::GgmlDType;
+use serde_json::Value as Json;
+
+fn mistral_tokenizer() -> std::path::PathBuf {
+    abridge_tests::model(synth::MISTRAL_TOKENIZER_FILE)
+}
+
+fn golden() -> Json {
+    let path =
+        abridge_tests::fixture("golden/tokenize.mistral-7b-instruct-v0.2-synthetic-q4_k_m.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn ids(v: &Json) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn paragraph() -> String {
+    std::fs::read_to_string(abridge_tests::fixture("golden/paragraph.txt")).unwrap()
+}
+
+fn check_tokenizer_parity(tokenizer: &Tokenizer) {
+    let g = golden();
+    let text = g["text"].as_str().unwrap();
+    assert_eq!(paragraph().trim_end_matches('\n'), text);
+    assert_eq!(tokenizer.vocab_size(), 32000);
+    assert_eq!(tokenizer.encode(text).unwrap(), ids(&g["ids_no_special"]));
+    assert_eq!(
+        tokenizer.encode_prompt(text).unwrap(),
+        ids(&g["ids_add_special"])
+    );
+    assert_eq!(tokenizer.bos(), Some(1));
+    assert_eq!(tokenizer.eos(), Some(2));
+    assert!(tokenizer.adds_bos());
+}
+
+/// A GGUF with the synthetic file's metadata and one token tensor: enough for
+/// the tokenizer, written in milliseconds.
+fn metadata_only_file(dir: &Path, vocab: &Vocabulary) -> std::path::PathBuf {
+    let path = dir.join("vocab-only.gguf");
+    let meta = synth::mistral_7b_metadata(1, vocab);
+    let tensors = vec![TensorSpec::new("output_norm.weight", &[8], GgmlDType::F32)];
+    let mut w = GgufWriter::new(std::fs::File::create(&path).unwrap(), &meta, tensors).unwrap();
+    w.write_data(&[0u8; 32]).unwrap();
+    w.finish().unwrap();
+    path
+}
+
+#[test]
+fn real_vocabulary_tokenizes_like_llama_cpp() {
+    let sp = abridge::sentencepiece::SentencePieceModel::open(mistral_tokenizer()).unwrap();
+    assert_eq!(sp.pieces.len(), 32000);
+    assert_eq!(sp.model_type, abridge::sentencepiece::ModelType::Bpe);
+    assert!(sp.byte_fallback);
+    let dir = tempfile::tempdir().unwrap();
+    let path = metadata_only_file(dir.path(), &Vocabulary::from_sentencepiece(&sp));
+    let gguf = GgufFile::open(&path).unwrap();
+    check_tokenizer_parity(&Tokenizer::from_gguf(&gguf).unwrap());
+}
+
+/// With TheBloke's `general.name` and without the description, the full
+/// 32-layer file would have exactly the size of TheBloke's
+/// `mistral-7b-instruct-v0.2.Q4_K_M.gguf` (models.toml): same metadata, vocabulary,
+/// tensor table, quantization types and alignment.
+#[test]
+fn full_file_would_be_byte_for_byte_the_size_of_thebloke_file() {
+    let sp = abridge::sentencepiece::SentencePieceModel::open(mistral_tokenizer()).unwrap();
+    let mut meta = synth::mistral_7b_metadata(32, &Vocabulary::from_sentencepiece(&sp));
+    meta.retain(|(k, _)| k != "general.description");
+    for (k, v) in &mut meta {
+        if k == "general.name" {
+            *v = Value::String("mistralai_mistral-7b-instruct-v0.2".into());
+        }
+    }
+    assert_eq!(meta.len(), 24);
+    let tensors = synth::q4_k_m_tensors(&MISTRAL_7B_INSTRUCT_V02, 32);
+    let writer = GgufWriter::new(std::io::sink(), &meta, tensors).unwrap();
+    let catalogue = abridge::registry::Catalogue::shipped();
+    let thebloke = catalogue.find("mistral:7b-instruct-v0.2-q4_K_M").unwrap();
+    assert_eq!(writer.total_size(), thebloke.size);
+}
+
+#[test]
+fn placeholder_vocabulary_still_tokenizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = metadata_only_file(dir.path(), &Vocabulary::placeholder(32000));
+    let gguf = GgufFile::open(&path).unwrap();
+    let tokenizer = Tokenizer::from_gguf(&gguf).unwrap();
+    let text = "Honeybees dance — ✓ 750 metres.";
+    let ids = tokenizer.encode_prompt(text).unwrap();
+    assert_eq!(ids[0], 1);
+    assert!(ids.iter().all(|&id| id < 32000));
+    assert_eq!(tokenizer.decode(&ids).unwrap(), text);
+}
+
+/// The whole path on a two-layer file: write, read back against the spec, load,
+/// run, tokenize.
+#[test]
+fn two_layer_checkpoint_matches_the_spec_loads_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mistral-synthetic-2l.gguf");
+    let options = SynthOptions {
+        tokenizer: Some(mistral_tokenizer()),
+        seed: 7,
+        layers: Some(2),
+    };
+    let mut calls = 0u64;
+    let mut last = (0, 0);
+    let written = synth::write_mistral_7b(&path, &options, |done, total| {
+        assert!(done >= last.0 && done <= total);
+        last = (done, total);
+        calls += 1;
+    })
+    .unwrap();
+    assert!(calls > 20, "progress reported {calls} times");
+    assert_eq!(last.0, last.1);
+    assert_eq!(written.bytes, std::fs::metadata(&path).unwrap().len());
+    assert!(written.real_vocabulary);
+    // Only the finished file is left: the temporary name is gone.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        [std::ffi::OsString::from("mistral-synthetic-2l.gguf")]
+    );
+
+    // Every tensor as the spec says: names, shapes, quantization types.
+    let gguf = GgufFile::open(&path).unwrap();
+    assert_eq!(gguf.version(), 3);
+    let spec = synth::q4_k_m_tensors(&MISTRAL_7B_INSTRUCT_V02, 2);
+    assert_eq!(gguf.tensors().len(), spec.len());
+    for (info, want) in gguf.tensors().iter().zip(&spec) {
+        assert_eq!(info.name, want.name);
+        assert_eq!(info.shape, want.shape, "{}", want.name);
+        assert_eq!(
+            info.kind.ggml_dtype(),
+            Some(want.dtype),
+            "{}: {}",
+            want.name,
+            info.kind.name()
+        );
+    }
+    let kind = |name: &str| gguf.tensor_info(name).unwrap().kind.name();
+    assert_eq!(kind("token_embd.weight"), "Q4_K");
+    assert_eq!(kind("output.weight"), "Q6_K");
+    assert_eq!(kind("output_norm.weight"), "F32");
+    assert_eq!(
+        gguf.tensor_info("blk.1.ffn_down.weight").unwrap().shape,
+        [4096, 14336]
+    );
+    assert_eq!(
+        gguf.tensor_info("blk.0.attn_k.weight").unwrap().shape,
+        [1024, 4096]
+    );
+    // llama.cpp's rule for a 2-layer model: layer 1 (>= 7*2/8) gets Q6_K.
+    assert_eq!(kind("blk.0.attn_v.weight"), "Q4_K");
+    assert_eq!(kind("blk.1.attn_v.weight"), "Q6_K");
+    assert_eq!(kind("blk.1.ffn_down.weight"), "Q6_K");
+
+    // Metadata.
+    let s = |k: &str| gguf.get_str(k).unwrap().to_owned();
+    let u = |k: &str| gguf.get_u64(k).unwrap();
+    assert_eq!(s("general.architecture"), "llama");
+    assert!(s("general.name").contains("synthetic"));
+    assert_eq!(u("general.file_type"), 15);
+    assert_eq!(u("llama.block_count"), 2);
+    assert_eq!(u("llama.embedding_length"), 4096);
+    assert_eq!(u("llama.feed_forward_length"), 14336);
+    assert_eq!(u("llama.attention.head_count"), 32);
+    assert_eq!(u("llama.attention.head_count_kv"), 8);
+    assert_eq!(u("llama.context_length"), 32768);
+    assert_eq!(u("llama.rope.dimension_count"), 128);
+    assert_eq!(gguf.get_f64("llama.rope.freq_base").unwrap(), 1e6);
+    assert_eq!(
+        gguf.get("llama.attention.layer_norm_rms_epsilon"),
+        Some(&Value::F32(1e-5))
+    );
+    assert_eq!(s("tokenizer.ggml.model"), "llama");
+    assert_eq!(u("tokenizer.ggml.bos_token_id"), 1);
+    assert_eq!(u("tokenizer.ggml.eos_token_id"), 2);
+    assert_eq!(u("tokenizer.ggml.unknown_token_id"), 0);
+    assert_eq!(
+        gguf.get("tokenizer.ggml.add_bos_token"),
+        Some(&Value::Bool(true))
+    );
+    assert_eq!(
+        gguf.get("tokenizer.ggml.add_eos_token"),
+        Some(&Value::Bool(false))
+    );
+    assert!(
+        s("tokenizer.chat_template").starts_with("{{ bos_token }}{% for message in messages %}")
+    );
+    let types = gguf
+        .get("tokenizer.ggml.token_type")
+        .unwrap()
+        .as_array()
+        .unwrap();
+    assert_eq!(types[0], Value::I32(2));
+    assert_eq!(types[1], Value::I32(3));
+    assert_eq!(types[3], Value::I32(6));
+    assert_eq!(types[1000], Value::I32(1));
+    drop(gguf);
+
+    // It loads, runs and tokenizes like llama.cpp.
+    let model = Model::load_with(&path, ModelOptions::new().threads(2)).unwrap();
+    check_tokenizer_parity(model.tokenizer());
+    let prompt = model
+        .template()
+        .render_turn(None, "Summarize: bees dance.")
+        .unwrap();
+    assert!(prompt.starts_with("<s>[INST] Summarize"), "{prompt}");
+    let ids = model.tokenizer().encode(&prompt).unwrap();
+    let mut cache = model.new_cache(ContextWindow::new(64).unwrap()).unwrap();
+    let logits = model.forward(&ids, &mut cache).unwrap();
+    let logits: Vec<f32> = logits.to_vec1().unwrap();
+    assert_eq!(logits.len(), 32000);
+    assert!(logits.iter().all(|x| x.is_finite()));
+    let spread = logits.iter().cloned().fold(f32::MIN, f32::max)
+        - logits.iter().cloned().fold(f32::MAX, f32::min);
+    assert!(spread > 0.1, "logits are nearly constant: spread {spread}");
+    // One decode step after the prompt.
+    let next = model.forward(&[28705], &mut cache).unwrap();
+    assert!(next.to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite()));
+}
+
+#[test]
+fn cli_rejects_other_models_and_quantizations() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.gguf");
+    let out = out.to_str().unwrap();
+    for args in [
+        ["synth", "llama-2-7b", "--quant", "q4_K_M", "-o", out],
+        [
+            "synth",
+            "mistral-7b-instruct-v0.2",
+            "--quant",
+            "q8_0",
+            "-o",
+            out,
+        ],
+    ] {
+        assert_cmd::Command::cargo_bin("abridge")
+            .unwrap()
+            .args(args)
+            .assert()
+            .failure()
+            .stderr(predicates::str::contains(
+                "supported: mistral-7b-instruct-v0.2 q4_K_M",
+            ));
+    }
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
