@@ -14,7 +14,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use half::f16;
-use rayon::prelude::*;
+use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 
@@ -332,10 +332,15 @@ impl LegacyMatrix {
         let q8: Vec<&[Q8Block]> = q8.iter().map(Vec::as_slice).collect();
         // Column-major while computing so each task owns a contiguous slice.
         let mut out_t = vec![0f32; self.rows * m];
-        out_t
-            .par_chunks_mut(ROWS_PER_TASK * m)
-            .enumerate()
-            .for_each(|(task, dst)| {
+        let tasks = out_t
+            .chunks_mut(ROWS_PER_TASK * m)
+            .map(Mutex::new)
+            .collect::<Vec<_>>();
+        // candle's own worker pool runs its quantized kernels; running ours on
+        // the same threads keeps a second pool from spinning on the same cores.
+        candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
+            for task in range {
+                let mut dst = tasks[task].lock().unwrap_or_else(|e| e.into_inner());
                 let first = task * ROWS_PER_TASK;
                 for (local, col) in dst.chunks_exact_mut(m).enumerate() {
                     let row = self.row(first + local);
@@ -343,7 +348,9 @@ impl LegacyMatrix {
                         dot_rows(self.kind, row, xs, out, simd);
                     }
                 }
-            });
+            }
+        });
+        drop(tasks);
         if m == 1 {
             return out_t;
         }
