@@ -9,7 +9,15 @@ fn qwen_summarizes_the_seed_article_sensibly() {
         .unwrap()
         .args(["summarize", "--request"])
         .arg(abridge_tests::fixture("seed-request.json"))
-        .args(["--model", "qwen2.5-coder:0.5b-instruct-q4_K_M", "-t", "2", "-n", "200", "--json"])
+        .args([
+            "--model",
+            "qwen2.5-coder:0.5b-instruct-q4_K_M",
+            "-t",
+            "2",
+            "-n",
+            "200",
+            "--json",
+        ])
         .assert()
         .success()
         .get_output()
@@ -18,10 +26,26 @@ fn qwen_summarizes_the_seed_article_sensibly() {
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let summary = v["summary"].as_str().unwrap();
     let lower = summary.to_lowercase();
-    assert!(lower.contains("azure openai"), "does not name the service: {summary}");
-    let pillars = ["reliab", "secur", "cost", "operational excellence", "performance"];
-    let named: Vec<&str> = pillars.iter().copied().filter(|p| lower.contains(p)).collect();
-    assert!(named.len() >= 2, "names {named:?} of the five pillars: {summary}");
+    assert!(
+        lower.contains("azure openai"),
+        "does not name the service: {summary}"
+    );
+    let pillars = [
+        "reliab",
+        "secur",
+        "cost",
+        "operational excellence",
+        "performance",
+    ];
+    let named: Vec<&str> = pillars
+        .iter()
+        .copied()
+        .filter(|p| lower.contains(p))
+        .collect();
+    assert!(
+        named.len() >= 2,
+        "names {named:?} of the five pillars: {summary}"
+    );
     // It is a summary, not the article: far shorter, and it ends when the model is done.
     assert!(summary.len() < 2000, "{} characters", summary.len());
 }
