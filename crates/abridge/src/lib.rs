@@ -54,6 +54,7 @@
 
 #![deny(missing_docs)]
 
+mod attention;
 pub mod bench;
 pub mod chunk;
 pub mod document;

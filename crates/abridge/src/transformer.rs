@@ -353,7 +353,6 @@ impl Transformer {
         } else {
             None
         };
-        let group = c.heads / c.kv_heads;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         for (i, b) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, c.norm_eps as f32)?;
@@ -369,23 +368,10 @@ impl Transformer {
             let k = self.rope(heads_first(k, c.kv_heads)?, &cos, &sin)?;
             let v = heads_first(v, c.kv_heads)?;
             let (k_all, v_all) = cache.append(i, &k, &v)?;
-            let total = k_all.dim(1)?;
-            // Query heads that share a key/value head are stacked so one batched
-            // matmul per key/value head covers them all.
-            let q = q.reshape((c.kv_heads, group * seq, c.head_dim))?;
-            let mut scores = (q.matmul(&k_all.t()?)? * scale)?;
-            if let Some(mask) = &mask {
-                scores = scores
-                    .reshape((c.kv_heads, group, seq, total))?
-                    .broadcast_add(mask)?
-                    .reshape((c.kv_heads, group * seq, total))?;
-            }
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let attn = probs
-                .matmul(&v_all)?
-                .reshape((c.heads, seq, c.head_dim))?
-                .transpose(0, 1)?
-                .reshape((seq, c.heads * c.head_dim))?;
+            let attn =
+                crate::attention::attention(&q, &k_all, &v_all, mask.as_ref(), c.kv_heads, scale)?
+                    .transpose(0, 1)?
+                    .reshape((seq, c.heads * c.head_dim))?;
             x = (x + b.o.forward(&attn)?)?;
             let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, c.norm_eps as f32)?;
             let ff = (candle_nn::ops::silu(&b.gate.forward(&h)?)? * b.up.forward(&h)?)?;
