@@ -48,6 +48,18 @@ fn check_tokenizer_parity(tokenizer: &Tokenizer) {
     assert_eq!(tokenizer.bos(), Some(1));
     assert_eq!(tokenizer.eos(), Some(2));
     assert!(tokenizer.adds_bos());
+    // The seed article: 4,359 tokens in llama.cpp, as the seed's notes say.
+    let seed =
+        abridge::request::SavedRequest::from_file(&abridge_tests::fixture("seed-request.json"))
+            .unwrap();
+    let want: Json = serde_json::from_str(
+        &std::fs::read_to_string(abridge_tests::fixture(
+            "golden/tokenize_seed.mistral-7b-instruct-v0.2-synthetic-q4_k_m.json",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(tokenizer.encode(&seed.article).unwrap(), ids(&want["ids"]));
 }
 
 /// A GGUF with the synthetic file's metadata and one token tensor: enough for
