@@ -35,3 +35,28 @@ pub fn model(file: &str) -> PathBuf {
 pub fn smollm2() -> PathBuf {
     model("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
+
+/// A reference fixture under `tests/fixtures/golden`, parsed.
+pub fn golden(name: &str) -> serde_json::Value {
+    let path = fixture(&format!("golden/{name}"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// A JSON array of token ids.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("an array of token ids")
+        .iter()
+        .map(|x| x.as_u64().expect("a token id") as u32)
+        .collect()
+}
+
+/// The indices of the five largest values, largest first.
+pub fn top5(values: &[f32]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+    idx.truncate(5);
+    idx
+}

@@ -7,22 +7,10 @@
 use std::sync::OnceLock;
 
 use abridge::{ContextWindow, Model, ModelOptions, sampling::argmax};
+use abridge_tests::{golden, ids, top5};
 use serde_json::Value;
 
 const MODEL_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
-
-fn golden(name: &str) -> Value {
-    let path = abridge_tests::fixture(&format!("golden/{name}"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
 
 /// The model, loaded once for every test in this file (building the 262k
 /// vocabulary's tokenizer is the slow part of loading).
@@ -211,14 +199,6 @@ fn gemma3_past_the_sliding_window_matches_llama_cpp_teacher_forced() {
         a.exact
     );
     assert!(a.worst_logit_gap < MAX_LOGIT_GAP, "{}", a.worst_logit_gap);
-}
-
-/// The indices of the five largest values, largest first.
-fn top5(l: &[f32]) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..l.len()).collect();
-    idx.sort_by(|&a, &b| l[b].total_cmp(&l[a]));
-    idx.truncate(5);
-    idx
 }
 
 #[test]

@@ -4,20 +4,8 @@
 
 use abridge::template::{Message, Role};
 use abridge::{ContextWindow, Model, ModelOptions, sampling::argmax};
+use abridge_tests::{golden, ids};
 use serde_json::Value;
-
-fn golden(name: &str) -> Value {
-    let path = abridge_tests::fixture(&format!("golden/{name}"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
 
 /// One model under test and the names of its fixtures.
 struct Case {
@@ -233,13 +221,7 @@ fn chunked_prompt_keeps_the_top_candidates(case: &Case) {
     // rounding difference of 1e-6 in attention can move a value by one
     // quantization step: chunking perturbs logits a little, never the ranking
     // at the top. (With f32 weights the two agree within 1e-3.)
-    let top = |l: &[f32]| {
-        let mut idx: Vec<usize> = (0..l.len()).collect();
-        idx.sort_by(|&a, &b| l[b].total_cmp(&l[a]));
-        idx.truncate(5);
-        idx
-    };
-    assert_eq!(top(&one), top(&split));
+    assert_eq!(abridge_tests::top5(&one), abridge_tests::top5(&split));
     let max_diff = one
         .iter()
         .zip(&split)
