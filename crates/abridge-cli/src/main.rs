@@ -117,9 +117,9 @@ struct SummarizeArgs {
     /// Sample among the most likely tokens totalling this probability.
     #[arg(long, default_value_t = 0.95)]
     top_p: f32,
-    /// Penalty for repeating recent tokens (1: off). The default is Ollama's:
-    /// small models fall into loops under plain greedy decoding.
-    #[arg(long, default_value_t = 1.1)]
+    /// Penalty for repeating recent tokens (1: off; Ollama uses 1.1, which keeps
+    /// small models out of loops but changes what greedy decoding says).
+    #[arg(long, default_value_t = 1.0)]
     repeat_penalty: f32,
     /// Random seed for sampling.
     #[arg(long, default_value_t = 299_792_458)]
