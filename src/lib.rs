@@ -60,3 +60,26 @@ pub fn top5(values: &[f32]) -> Vec<usize> {
     idx.truncate(5);
     idx
 }
+
+/// The next-token logits after `tokens`, processed in one call and in calls
+/// of `chunk` tokens, each on a fresh 1,024-position cache.
+pub fn logits_whole_and_chunked(
+    model: &abridge::Model,
+    tokens: &[u32],
+    chunk: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let window = abridge::ContextWindow::new(1024).expect("non-zero");
+    let mut whole = model.new_cache(window).unwrap();
+    let one = model
+        .forward(tokens, &mut whole)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let mut parts = model.new_cache(window).unwrap();
+    let mut split = Vec::new();
+    for c in tokens.chunks(chunk) {
+        split = model.forward(c, &mut parts).unwrap().to_vec1().unwrap();
+    }
+    assert_eq!(parts.len(), tokens.len());
+    (one, split)
+}

@@ -207,23 +207,7 @@ fn gemma3_prompt_in_several_chunks_gives_the_same_top_tokens() {
     // 788 tokens: as one call it runs in chunks of 512 and 276; here in chunks
     // of 100, which cross the 512-position sliding window and start past it.
     let tokens = ids(&golden("long_greedy.gemma-3-270m-q4_k_m.json")["prompt_ids"]);
-    let window = ContextWindow::new(1024).unwrap();
-    let mut whole = model.new_cache(window).unwrap();
-    let one: Vec<f32> = model
-        .forward(&tokens, &mut whole)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let mut parts = model.new_cache(window).unwrap();
-    let mut split = Vec::new();
-    for chunk in tokens.chunks(100) {
-        split = model
-            .forward(chunk, &mut parts)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-    }
-    assert_eq!(parts.len(), tokens.len());
+    let (one, split) = abridge_tests::logits_whole_and_chunked(model, &tokens, 100);
     // Chunking changes the lengths and offsets of the attention reductions, so
     // the sums round differently; activations quantized to 8 bits before each
     // quantized matmul then turn those last-bit differences into logit

@@ -201,22 +201,7 @@ fn free_running_greedy_forks_only_at_a_near_tie(case: &Case) -> usize {
 fn chunked_prompt_keeps_the_top_candidates(case: &Case) {
     let model = case.load();
     let prompt = ids(&case.golden("chat_greedy")["prompt_ids"]);
-    let window = ContextWindow::new(1024).unwrap();
-    let mut whole = model.new_cache(window).unwrap();
-    let one: Vec<f32> = model
-        .forward(&prompt, &mut whole)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let mut parts = model.new_cache(window).unwrap();
-    let mut split = Vec::new();
-    for chunk in prompt.chunks(37) {
-        split = model
-            .forward(chunk, &mut parts)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-    }
+    let (one, split) = abridge_tests::logits_whole_and_chunked(&model, &prompt, 37);
     // Activations are quantized to 8 bits before each quantized matmul, so a
     // rounding difference of 1e-6 in attention can move a value by one
     // quantization step: chunking perturbs logits a little, never the ranking
