@@ -61,6 +61,28 @@ pub fn top5(values: &[f32]) -> Vec<usize> {
     idx
 }
 
+/// Asserts that two logit vectors of the same prompt lead with the same token
+/// and share their top five, in whatever order: chunking a prompt changes the
+/// lengths and offsets of the attention reductions, activations quantized to
+/// 8 bits before each quantized matmul turn those last-bit differences into
+/// logit differences of a few tenths, and candidates that close may swap.
+pub fn assert_same_top_candidates(one: &[f32], split: &[f32]) {
+    let (mut a, mut b) = (top5(one), top5(split));
+    assert_eq!(a[0], b[0], "the leading token differs");
+    let show = |t: &[usize], l: &[f32]| -> Vec<String> {
+        t.iter().map(|&i| format!("{i}: {:.3}", l[i])).collect()
+    };
+    let message = format!(
+        "top five in one call {:?}, in chunks {:?}",
+        show(&a, one),
+        show(&b, split)
+    );
+    eprintln!("{message}");
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_eq!(a, b, "{message}");
+}
+
 /// The next-token logits after `tokens`, processed in one call and in calls
 /// of `chunk` tokens, each on a fresh 1,024-position cache.
 pub fn logits_whole_and_chunked(

@@ -204,9 +204,10 @@ fn chunked_prompt_keeps_the_top_candidates(case: &Case) {
     let (one, split) = abridge_tests::logits_whole_and_chunked(&model, &prompt, 37);
     // Activations are quantized to 8 bits before each quantized matmul, so a
     // rounding difference of 1e-6 in attention can move a value by one
-    // quantization step: chunking perturbs logits a little, never the ranking
-    // at the top. (With f32 weights the two agree within 1e-3.)
-    assert_eq!(abridge_tests::top5(&one), abridge_tests::top5(&split));
+    // quantization step: chunking perturbs logits a little, never the leader
+    // or the set at the top (SmolLM2's fourth and fifth candidates are 0.08
+    // apart and swap). With f32 weights the two agree within 1e-3.
+    abridge_tests::assert_same_top_candidates(&one, &split);
     let max_diff = one
         .iter()
         .zip(&split)

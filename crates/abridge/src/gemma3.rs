@@ -22,8 +22,8 @@
 //! The output projection is tied to the embedding matrix when the file has
 //! no `output.weight` (the 270m file has none).
 //!
-//! Weights, rope tables, the causal mask and the preallocated [`KvCache`] are
-//! the ones [`crate::transformer`] uses; sliding-window layers read only the
+//! Weights, rope tables, attention and the preallocated [`KvCache`] are the
+//! ones [`crate::transformer`] uses; sliding-window layers read only the
 //! window's slice of the cache, so their attention cost stays bounded on long
 //! prompts.
 
@@ -37,7 +37,7 @@ use crate::gguf::GgufFile;
 use crate::kv_cache::{CacheShape, KvCache};
 use crate::model::CausalLm;
 use crate::tokenizer::TokenId;
-use crate::transformer::{PROMPT_CHUNK, Weight, causal_mask, rope_tables};
+use crate::transformer::{PROMPT_CHUNK, Weight, rope_tables};
 
 /// The `general.architecture` value this module runs.
 pub const ARCHITECTURE: &str = "gemma3";
@@ -406,7 +406,6 @@ impl Gemma3 {
         let eps = c.norm_eps as f32;
         let seq = tokens.len();
         let pos = cache.len();
-        let total = pos + seq;
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = (self.embed.embedding(&ids)? * self.embed_scale)?;
         let rope_at = |r: &Rope| -> Result<(Tensor, Tensor)> {
@@ -414,26 +413,11 @@ impl Gemma3 {
         };
         let global_rope = rope_at(&self.rope_global)?;
         let local_rope = rope_at(&self.rope_local)?;
-        // Global layers read every cached position; sliding layers only those
-        // the chunk's first query can still see.
-        let local_start = c.sliding_window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let (global_mask, local_mask) = if seq > 1 {
-            (
-                Some(causal_mask(seq, pos, &self.device)?),
-                match c.sliding_window {
-                    Some(w) => Some(sliding_mask(seq, pos, local_start, w, &self.device)?),
-                    None => None,
-                },
-            )
-        } else {
-            (None, None)
-        };
-        let group = c.heads / c.kv_heads;
         for (i, b) in self.blocks.iter().enumerate() {
-            let ((cos, sin), mask, start) = if b.sliding {
-                (&local_rope, &local_mask, local_start)
+            let ((cos, sin), window) = if b.sliding {
+                (&local_rope, c.sliding_window)
             } else {
-                (&global_rope, &global_mask, 0)
+                (&global_rope, None)
             };
             let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, eps)?;
             // (seq, n · d) → per-head RMS norm → (n, seq, d) → rope.
@@ -453,23 +437,8 @@ impl Gemma3 {
                     .transpose(0, 1)?
                     .contiguous()?;
             let (k_all, v_all) = cache.append(i, &k, &v)?;
-            let seen = total - start;
-            let k_all = k_all.narrow(1, start, seen)?;
-            let v_all = v_all.narrow(1, start, seen)?;
-            // Query heads sharing a key/value head are stacked so one batched
-            // matmul per key/value head covers them all.
-            let q = q.reshape((c.kv_heads, group * seq, c.head_dim))?;
-            let mut scores = q.matmul(&k_all.t()?)?;
-            if let Some(mask) = mask {
-                scores = scores
-                    .reshape((c.kv_heads, group, seq, seen))?
-                    .broadcast_add(mask)?
-                    .reshape((c.kv_heads, group * seq, seen))?;
-            }
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let attn = probs
-                .matmul(&v_all)?
-                .reshape((c.heads, seq, c.value_dim))?
+            // The queries carry the attention scale already.
+            let attn = crate::attention::attention(&q, &k_all, &v_all, c.kv_heads, 1.0, window)?
                 .transpose(0, 1)?
                 .reshape((seq, c.heads * c.value_dim))?;
             let attn = b.o.forward(&attn)?;
@@ -488,32 +457,6 @@ impl Gemma3 {
         }
         Ok(logits)
     }
-}
-
-/// `(seq, pos + seq - start)` over cached keys `start..pos + seq`: query `i`
-/// (at absolute position `pos + i`) sees key `j` when `j <= pos + i` and
-/// `pos + i - j < window`, llama.cpp's standard sliding window.
-fn sliding_mask(
-    seq: usize,
-    pos: usize,
-    start: usize,
-    window: usize,
-    device: &Device,
-) -> Result<Tensor> {
-    let total = pos + seq;
-    let mask: Vec<f32> = (0..seq)
-        .flat_map(|i| {
-            let q = pos + i;
-            (start..total).map(move |j| {
-                if j > q || q - j >= window {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Ok(Tensor::from_vec(mask, (seq, total - start), device)?)
 }
 
 impl CausalLm for Gemma3 {
@@ -537,33 +480,6 @@ impl CausalLm for Gemma3 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sliding_mask_hides_the_future_and_the_distant_past() {
-        // Window 3, chunk of 3 queries at positions 4, 5, 6; keys from 2.
-        let m = sliding_mask(3, 4, 2, 3, &Device::Cpu)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let inf = f32::NEG_INFINITY;
-        // keys:   2    3    4    5    6
-        assert_eq!(m[0], [0.0, 0.0, 0.0, inf, inf]);
-        assert_eq!(m[1], [inf, 0.0, 0.0, 0.0, inf]);
-        assert_eq!(m[2], [inf, inf, 0.0, 0.0, 0.0]);
-    }
-
-    #[test]
-    fn sliding_mask_with_a_wide_window_is_the_causal_mask() {
-        let wide = sliding_mask(4, 5, 0, 100, &Device::Cpu)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let causal = causal_mask(4, 5, &Device::Cpu)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        assert_eq!(wide, causal);
-    }
 
     #[test]
     fn every_sixth_layer_is_global() {

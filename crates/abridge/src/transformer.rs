@@ -348,11 +348,6 @@ impl Transformer {
         let mut x = self.embed.embedding(&ids)?;
         let cos = self.rope_cos.narrow(0, pos, seq)?;
         let sin = self.rope_sin.narrow(0, pos, seq)?;
-        let mask = if seq > 1 {
-            Some(causal_mask(seq, pos, &self.device)?)
-        } else {
-            None
-        };
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         for (i, b) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, c.norm_eps as f32)?;
@@ -368,10 +363,9 @@ impl Transformer {
             let k = self.rope(heads_first(k, c.kv_heads)?, &cos, &sin)?;
             let v = heads_first(v, c.kv_heads)?;
             let (k_all, v_all) = cache.append(i, &k, &v)?;
-            let attn =
-                crate::attention::attention(&q, &k_all, &v_all, mask.as_ref(), c.kv_heads, scale)?
-                    .transpose(0, 1)?
-                    .reshape((seq, c.heads * c.head_dim))?;
+            let attn = crate::attention::attention(&q, &k_all, &v_all, c.kv_heads, scale, None)?
+                .transpose(0, 1)?
+                .reshape((seq, c.heads * c.head_dim))?;
             x = (x + b.o.forward(&attn)?)?;
             let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, c.norm_eps as f32)?;
             let ff = (candle_nn::ops::silu(&b.gate.forward(&h)?)? * b.up.forward(&h)?)?;
@@ -413,29 +407,9 @@ pub(crate) fn rope_tables(
     Ok((angles.cos()?.contiguous()?, angles.sin()?.contiguous()?))
 }
 
-/// `(seq, pos + seq)`: query `i` (at absolute position `pos + i`) sees keys
-/// `0..=pos + i`; later keys get `-inf`.
-pub(crate) fn causal_mask(seq: usize, pos: usize, device: &Device) -> Result<Tensor> {
-    let total = pos + seq;
-    let mask: Vec<f32> = (0..seq)
-        .flat_map(|i| (0..total).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Ok(Tensor::from_vec(mask, (seq, total), device)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mask_lets_each_query_see_its_past_only() {
-        let m = causal_mask(2, 3, &Device::Cpu)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        assert_eq!(m[0], [0.0, 0.0, 0.0, 0.0, f32::NEG_INFINITY]);
-        assert_eq!(m[1], [0.0; 5]);
-    }
 
     #[test]
     fn unknown_architecture_lists_the_supported_ones() {
