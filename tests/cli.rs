@@ -344,3 +344,45 @@ fn ctrl_c_stops_generation_and_keeps_what_was_written() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("interrupted"), "{stderr}");
 }
+
+#[test]
+fn bench_measures_every_depth_in_every_repetition() {
+    let out = abridge()
+        .args(["bench", "--model", &smollm2(), "-t", "2"])
+        .args([
+            "-p", "16", "-n", "4", "--depth", "0,40", "-r", "2", "--json",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let runs = |x: &serde_json::Value| -> Vec<f64> {
+        x["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_f64().unwrap())
+            .collect()
+    };
+    let pp = runs(&v["pp"]);
+    assert_eq!(pp.len(), 2, "{v}");
+    let tg = v["tg"].as_array().unwrap();
+    let depths: Vec<u64> = tg.iter().map(|t| t["depth"].as_u64().unwrap()).collect();
+    assert_eq!(depths, [0, 40]);
+    for t in tg {
+        let r = runs(t);
+        assert_eq!(r.len(), 2, "{t}");
+        assert!(r.iter().all(|x| x.is_finite() && *x > 0.0), "{t}");
+    }
+}
+
+#[test]
+fn bench_without_anything_to_measure_is_a_usage_error() {
+    abridge()
+        .args(["bench", "--model", &smollm2(), "-p", "0", "-n", "0"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("nothing to measure"));
+}

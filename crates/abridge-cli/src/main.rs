@@ -50,9 +50,10 @@ struct BenchArgs {
     /// Generated tokens for the tg test (0: skip).
     #[arg(long, short = 'n', default_value_t = 128)]
     gen_tokens: usize,
-    /// Tokens already in the context before the tg test starts.
-    #[arg(long, default_value_t = 0)]
-    depth: usize,
+    /// Tokens already in the context before the tg test starts; several
+    /// (`--depth 64,6000`) give one tg test each, measured in turn.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    depth: Vec<usize>,
     /// Repetitions of each test.
     #[arg(long, short = 'r', default_value_t = 3)]
     repetitions: usize,
@@ -570,10 +571,10 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     let options = abridge::bench::BenchOptions {
         prompt_tokens: args.prompt_tokens,
         generated_tokens: args.gen_tokens,
-        generation_depth: args.depth,
+        generation_depths: args.depth.clone(),
         repetitions: args.repetitions,
     };
-    let report = abridge::bench::run(&model, options)?;
+    let report = abridge::bench::run(&model, &options)?;
     let row = |t: &abridge::bench::Throughput| serde_json::json!({ "median": t.median(), "runs": t.runs });
     if args.json {
         let out = serde_json::json!({
@@ -581,10 +582,13 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
             "threads": model.threads(),
             "load_seconds": model.info().load_time.as_secs_f64(),
             "pp": report.prompt.as_ref().map(row),
-            "tg": report.generation.as_ref().map(row),
+            "tg": report
+                .generation
+                .iter()
+                .map(|(depth, t)| serde_json::json!({ "depth": depth, "median": t.median(), "runs": t.runs }))
+                .collect::<Vec<_>>(),
             "pp_tokens": args.prompt_tokens,
             "tg_tokens": args.gen_tokens,
-            "tg_depth": args.depth,
         });
         println!("{out}");
         return Ok(ExitCode::SUCCESS);
@@ -602,13 +606,13 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     if let Some(t) = &report.prompt {
         print(format!("pp{}", args.prompt_tokens), t);
     }
-    if let Some(t) = &report.generation {
-        let depth = if args.depth > 0 {
-            format!(" @ d{}", args.depth)
+    for (depth, t) in &report.generation {
+        let at = if *depth > 0 {
+            format!(" @ d{depth}")
         } else {
             String::new()
         };
-        print(format!("tg{}{depth}", args.gen_tokens), t);
+        print(format!("tg{}{at}", args.gen_tokens), t);
     }
     Ok(ExitCode::SUCCESS)
 }

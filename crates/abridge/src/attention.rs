@@ -21,6 +21,7 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use crate::error::Result;
 
@@ -33,10 +34,20 @@ const ATTENTION_ROWS: usize = 128;
 /// it, batched matmuls use the cores better than one dot product per key.
 const KERNEL_ROWS: usize = 8;
 
-/// Keys one task of the kernel covers: its keys and values (16 KB each at
-/// f16 and head size 64) stay in L1/L2 while every query head of the group
-/// reads them.
-const KEYS_PER_TASK: usize = 128;
+/// Keys one task of the kernel covers: enough for the partial results that
+/// tasks hand to the merge to stay few.
+const KEYS_PER_TASK: usize = 512;
+
+/// Keys a task reads at a time: their values widened to f32 (8 KB at head
+/// size 64) and their scores stay in L1 while every query head of the group
+/// uses them.
+const KEYS_PER_BLOCK: usize = 32;
+
+/// How far ahead of the keys being read the kernel asks for the next ones
+/// (into L2): the hardware prefetcher stops at each 4 KB page, 32 keys here,
+/// and alone left generation waiting on the cache's memory. Farther ahead
+/// measured slower.
+const PREFETCH_KEYS: usize = 64;
 
 /// The first key a query at absolute position `p` sees.
 fn first_visible(p: usize, window: Option<usize>) -> usize {
@@ -228,7 +239,8 @@ impl CustomOp3 for CachedAttention {
                 vl.shape()
             )
         }
-        let out = self.run(q, (heads, seq, d), &keys, &values, total);
+        let simd = Simd::detect(d, dv);
+        let out = self.run(simd, q, (heads, seq, d), &keys, &values, total);
         Ok((CpuStorage::F32(out), Shape::from((heads, seq, dv))))
     }
 }
@@ -236,6 +248,7 @@ impl CustomOp3 for CachedAttention {
 impl CachedAttention {
     fn run(
         &self,
+        simd: Simd,
         q: &[f32],
         (heads, seq, d): (usize, usize, usize),
         keys: &CacheView,
@@ -259,30 +272,65 @@ impl CachedAttention {
             .chunks_mut(per_task)
             .map(Mutex::new)
             .collect::<Vec<_>>();
-        let simd = Simd::detect();
         candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
-            let mut scores = [0f32; KEYS_PER_TASK];
+            let n_q = group * seq;
+            let mut scores = vec![0f32; n_q * KEYS_PER_BLOCK];
+            let mut scratch = vec![0f32; n_q * KEYS_PER_BLOCK * 8];
+            // A block's values widened once, then read by every query head
+            // of the group from L1.
+            let mut v32 = vec![0f32; KEYS_PER_BLOCK * dv];
+            let mut queries = Vec::with_capacity(n_q);
             for task in range {
                 let kv = task / splits.len();
                 let split = splits[task % splits.len()].clone();
+                // Query vector i is head kv · group + i / seq at row i % seq.
+                queries.clear();
+                queries.extend((0..n_q).map(|i| {
+                    let head = kv * group + i / seq;
+                    &q[(head * seq + i % seq) * d..][..d]
+                }));
                 let mut slot = slots[task].lock().unwrap_or_else(|e| e.into_inner());
-                for (i, partial) in slot.chunks_exact_mut(dv + PARTIAL_EXTRA).enumerate() {
-                    let (g, row) = (i / seq, i % seq);
-                    let p = pos + row;
-                    let seen = split.start.max(first_visible(p, self.window))..split.end.min(p + 1);
-                    let (stats, acc) = partial.split_at_mut(PARTIAL_EXTRA);
-                    if seen.is_empty() {
-                        stats[0] = f32::NEG_INFINITY;
-                        continue;
+                for partial in slot.chunks_exact_mut(dv + PARTIAL_EXTRA) {
+                    partial.fill(0.0);
+                    partial[0] = f32::NEG_INFINITY;
+                }
+                for start in split.clone().step_by(KEYS_PER_BLOCK) {
+                    let block = start..split.end.min(start + KEYS_PER_BLOCK);
+                    let n = block.len();
+                    let ahead = block.end..total.min(block.end + PREFETCH_KEYS);
+                    simd.prefetch(keys.rows(kv, ahead.clone()));
+                    simd.prefetch(values.rows(kv, ahead));
+                    let scores = &mut scores[..n_q * n];
+                    let keys = keys.rows(kv, block.clone());
+                    simd.scores(&queries, keys, self.scale, scores, &mut scratch);
+                    let v32 = &mut v32[..n * dv];
+                    simd.widen(values.rows(kv, block.clone()), v32);
+                    let partials = slot.chunks_exact_mut(dv + PARTIAL_EXTRA);
+                    for (i, (partial, scores)) in
+                        partials.zip(scores.chunks_exact_mut(n)).enumerate()
+                    {
+                        let p = pos + i % seq;
+                        let seen =
+                            block.start.max(first_visible(p, self.window))..block.end.min(p + 1);
+                        if seen.is_empty() {
+                            continue;
+                        }
+                        let local = seen.start - block.start..seen.end - block.start;
+                        let scores = &mut scores[local.clone()];
+                        let (stats, acc) = partial.split_at_mut(PARTIAL_EXTRA);
+                        // Online softmax: rescale what the earlier blocks
+                        // summed when this block raises the maximum.
+                        let max = scores.iter().copied().fold(stats[0], f32::max);
+                        if max > stats[0] {
+                            let shrink = (stats[0] - max).exp();
+                            stats[1] *= shrink;
+                            acc.iter_mut().for_each(|a| *a *= shrink);
+                            stats[0] = max;
+                        }
+                        stats[1] += simd.exp_shifted(scores, max);
+                        let values = &v32[local.start * dv..local.end * dv];
+                        simd.add_weighted_sum(scores, values, acc);
                     }
-                    let head = kv * group + g;
-                    let query = &q[(head * seq + row) * d..][..d];
-                    let scores = &mut scores[..seen.len()];
-                    simd.scores(query, keys.rows(kv, seen.clone()), self.scale, scores);
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    stats[0] = max;
-                    stats[1] = simd.exp_shifted(scores, max);
-                    simd.weighted_sum(scores, values.rows(kv, seen), acc);
                 }
             }
         });
@@ -340,31 +388,64 @@ enum Simd {
 }
 
 impl Simd {
-    fn detect() -> Self {
+    /// The fastest kernels for heads of `d`-sized keys and `dv`-sized values
+    /// (the vector ones take whole registers of eight floats).
+    fn detect(d: usize, dv: usize) -> Self {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2")
+        if d.is_multiple_of(8)
+            && dv.is_multiple_of(8)
+            && is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
         {
             return Self::Avx2;
         }
+        let _ = (d, dv);
         Self::Portable
     }
 
-    /// `out[j] = scale · query · keys[j]`.
-    fn scores(self, query: &[f32], keys: &[f16], scale: f32, out: &mut [f32]) {
+    /// Asks for `rows` to be brought into cache while other work runs.
+    fn prefetch(self, rows: &[f16]) {
         match self {
             // SAFETY: the features were detected at run time.
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => unsafe { x86::scores(query, keys, scale, out) },
+            Self::Avx2 => unsafe { x86::prefetch(rows) },
+            Self::Portable => {}
+        }
+    }
+
+    /// `out = f32(half)`.
+    fn widen(self, half: &[f16], out: &mut [f32]) {
+        match self {
+            // SAFETY: the features were detected at run time.
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => unsafe { x86::widen(half, out) },
+            Self::Portable => half.convert_to_f32_slice(out),
+        }
+    }
+
+    /// `out[i · n + j] = scale · queries[i] · keys[j]` for the `n` keys;
+    /// `scratch` holds eight floats per query and key.
+    fn scores(
+        self,
+        queries: &[&[f32]],
+        keys: &[f16],
+        scale: f32,
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        match self {
+            // SAFETY: the features were detected at run time.
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => unsafe { x86::scores(queries, keys, scale, out, scratch) },
             Self::Portable => {
-                for (o, key) in out.iter_mut().zip(keys.chunks_exact(query.len())) {
-                    *o = scale
-                        * query
-                            .iter()
-                            .zip(key)
-                            .map(|(a, b)| a * b.to_f32())
-                            .sum::<f32>();
+                let d = queries[0].len();
+                let rows = out.chunks_exact_mut(keys.len() / d);
+                for (query, out) in queries.iter().zip(rows) {
+                    for (o, key) in out.iter_mut().zip(keys.chunks_exact(d)) {
+                        let dot: f32 = query.iter().zip(key).map(|(a, b)| a * b.to_f32()).sum();
+                        *o = scale * dot;
+                    }
                 }
             }
         }
@@ -386,17 +467,16 @@ impl Simd {
         }
     }
 
-    /// `acc = Σ_j weights[j] · values[j]`.
-    fn weighted_sum(self, weights: &[f32], values: &[f16], acc: &mut [f32]) {
+    /// `acc += Σ_j weights[j] · values[j]`.
+    fn add_weighted_sum(self, weights: &[f32], values: &[f32], acc: &mut [f32]) {
         match self {
             // SAFETY: the features were detected at run time.
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => unsafe { x86::weighted_sum(weights, values, acc) },
+            Self::Avx2 => unsafe { x86::add_weighted_sum(weights, values, acc) },
             Self::Portable => {
-                acc.fill(0.0);
                 for (w, row) in weights.iter().zip(values.chunks_exact(acc.len())) {
                     for (a, v) in acc.iter_mut().zip(row) {
-                        *a += w * v.to_f32();
+                        *a += w * v;
                     }
                 }
             }
@@ -404,21 +484,33 @@ impl Simd {
     }
 }
 
+/// AVX2 kernels; every head size is a multiple of 8 here.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
     use half::f16;
 
-    /// Eight f16 at `p`, widened.
-    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn load_f16(p: *const f16) -> __m256 {
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    pub(super) unsafe fn prefetch(rows: &[f16]) {
+        for line in rows.chunks(32) {
+            _mm_prefetch::<_MM_HINT_T1>(line.as_ptr() as *const i8);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn widen(half: &[f16], out: &mut [f32]) {
+        for (s, d) in half.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
+            // SAFETY: eight values on each side.
+            unsafe {
+                let h = _mm_loadu_si128(s.as_ptr() as *const __m128i);
+                _mm256_storeu_ps(d.as_mut_ptr(), _mm256_cvtph_ps(h));
+            }
+        }
     }
 
     #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
+    #[target_feature(enable = "avx2,fma")]
     fn horizontal_sum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -426,32 +518,90 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
+    /// The sums of the lanes of eight vectors, as one vector.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn horizontal_sums(a: [__m256; 8]) -> __m256 {
+        let t0 = _mm256_hadd_ps(a[0], a[1]);
+        let t1 = _mm256_hadd_ps(a[2], a[3]);
+        let t2 = _mm256_hadd_ps(a[4], a[5]);
+        let t3 = _mm256_hadd_ps(a[6], a[7]);
+        // Lane k of u0 (k < 4) sums half of a[k]; lane 4 + k the other half.
+        let u0 = _mm256_hadd_ps(t0, t1);
+        let u1 = _mm256_hadd_ps(t2, t3);
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(u0, u1),
+            _mm256_permute2f128_ps::<0x31>(u0, u1),
+        )
+    }
+
+    /// Up to eight queries against every key, each key widened once: for
+    /// key j and query i, the eight partial sums of `query · key` land in
+    /// `lanes[(j · N + i) · 8..]`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn scores(query: &[f32], keys: &[f16], scale: f32, out: &mut [f32]) {
-        let d = query.len();
-        let wide = d - d % 8;
-        for (o, key) in out.iter_mut().zip(keys.chunks_exact(d)) {
-            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let mut i = 0;
-            // SAFETY: i + 16 <= wide <= d for both slices.
+    unsafe fn partial_dots<const N: usize>(queries: &[&[f32]], keys: &[f16], lanes: &mut [f32]) {
+        let d = queries[0].len();
+        let q: [*const f32; N] = std::array::from_fn(|i| queries[i].as_ptr());
+        for (key, out) in keys.chunks_exact(d).zip(lanes.chunks_exact_mut(N * 8)) {
+            let mut acc = [_mm256_setzero_ps(); N];
+            for c in (0..d).step_by(8) {
+                // SAFETY: c + 8 <= d, within the key and every query.
+                unsafe {
+                    let k = _mm256_cvtph_ps(_mm_loadu_si128(key.as_ptr().add(c) as *const __m128i));
+                    for (a, q) in acc.iter_mut().zip(q) {
+                        *a = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(c)), k, *a);
+                    }
+                }
+            }
+            for (a, o) in acc.iter().zip(out.chunks_exact_mut(8)) {
+                // SAFETY: eight floats.
+                unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *a) };
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn scores(
+        queries: &[&[f32]],
+        keys: &[f16],
+        scale: f32,
+        out: &mut [f32],
+        lanes: &mut [f32],
+    ) {
+        let n = out.len() / queries.len();
+        let scale_v = _mm256_set1_ps(scale);
+        for (batch, out) in queries.chunks(8).zip(out.chunks_mut(8 * n)) {
+            let m = batch.len();
+            let lanes = &mut lanes[..n * m * 8];
+            // SAFETY: the caller's features; the batch has the length N.
             unsafe {
-                while i + 16 <= wide {
-                    let q0 = _mm256_loadu_ps(query.as_ptr().add(i));
-                    let q1 = _mm256_loadu_ps(query.as_ptr().add(i + 8));
-                    a0 = _mm256_fmadd_ps(q0, load_f16(key.as_ptr().add(i)), a0);
-                    a1 = _mm256_fmadd_ps(q1, load_f16(key.as_ptr().add(i + 8)), a1);
-                    i += 16;
-                }
-                if i < wide {
-                    let q0 = _mm256_loadu_ps(query.as_ptr().add(i));
-                    a0 = _mm256_fmadd_ps(q0, load_f16(key.as_ptr().add(i)), a0);
+                match m {
+                    1 => partial_dots::<1>(batch, keys, lanes),
+                    2 => partial_dots::<2>(batch, keys, lanes),
+                    3 => partial_dots::<3>(batch, keys, lanes),
+                    4 => partial_dots::<4>(batch, keys, lanes),
+                    5 => partial_dots::<5>(batch, keys, lanes),
+                    6 => partial_dots::<6>(batch, keys, lanes),
+                    7 => partial_dots::<7>(batch, keys, lanes),
+                    _ => partial_dots::<8>(batch, keys, lanes),
                 }
             }
-            let mut dot = horizontal_sum(_mm256_add_ps(a0, a1));
-            for j in wide..d {
-                dot += query[j] * key[j].to_f32();
+            let lane = |j: usize, i: usize| -> __m256 {
+                // SAFETY: j < n and i < m: eight floats within `lanes`.
+                unsafe { _mm256_loadu_ps(lanes.as_ptr().add((j * m + i) * 8)) }
+            };
+            for (i, row) in out.chunks_exact_mut(n).enumerate() {
+                let mut eights = row.chunks_exact_mut(8);
+                for (b, o) in (&mut eights).enumerate() {
+                    let sums = horizontal_sums(std::array::from_fn(|k| lane(8 * b + k, i)));
+                    // SAFETY: eight floats.
+                    unsafe { _mm256_storeu_ps(o.as_mut_ptr(), _mm256_mul_ps(sums, scale_v)) };
+                }
+                let done = n - n % 8;
+                for (j, o) in eights.into_remainder().iter_mut().enumerate() {
+                    *o = scale * horizontal_sum(lane(done + j, i));
+                }
             }
-            *o = scale * dot;
         }
     }
 
@@ -460,7 +610,7 @@ mod x86 {
     /// error about 1e-7, as good as f32 holds). Inputs below -87 give
     /// `e^-87`, never a denormal.
     #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
+    #[target_feature(enable = "avx2,fma")]
     fn exp8(x: __m256) -> __m256 {
         let x = _mm256_min_ps(
             _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
@@ -480,7 +630,7 @@ mod x86 {
         _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32::<23>(exponent)))
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
+    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn exp_shifted(s: &mut [f32], max: f32) -> f32 {
         let shift = _mm256_set1_ps(max);
         let mut sum = _mm256_setzero_ps();
@@ -501,34 +651,43 @@ mod x86 {
         total
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn weighted_sum(weights: &[f32], values: &[f16], acc: &mut [f32]) {
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn add_weighted_sum(weights: &[f32], values: &[f32], acc: &mut [f32]) {
         let d = acc.len();
-        let wide = d - d % 8;
-        // Thirty-two output lanes at a time in four registers, over all rows.
+        // Up to 64 output lanes at a time, held in eight registers over all
+        // rows.
         let mut c = 0;
-        while c < wide {
-            let lanes = (wide - c).min(32) / 8;
-            let mut a = [_mm256_setzero_ps(); 4];
+        while c < d {
+            let lanes = (d - c).min(64) / 8;
+            let ap = acc[c..].as_mut_ptr();
+            // SAFETY: c + 8 · lanes <= d, within acc.
+            let mut a: [__m256; 8] = std::array::from_fn(|l| {
+                if l < lanes {
+                    unsafe { _mm256_loadu_ps(ap.add(8 * l)) }
+                } else {
+                    _mm256_setzero_ps()
+                }
+            });
             for (w, row) in weights.iter().zip(values.chunks_exact(d)) {
                 let w = _mm256_set1_ps(*w);
-                for (l, a) in a.iter_mut().enumerate().take(lanes) {
-                    // SAFETY: c + 8 · l + 8 <= wide <= d.
-                    *a = _mm256_fmadd_ps(w, unsafe { load_f16(row.as_ptr().add(c + 8 * l)) }, *a);
+                let rp = row[c..].as_ptr();
+                if lanes == 8 {
+                    for (l, a) in a.iter_mut().enumerate() {
+                        // SAFETY: c + 64 <= d: within the row.
+                        *a = _mm256_fmadd_ps(w, unsafe { _mm256_loadu_ps(rp.add(8 * l)) }, *a);
+                    }
+                } else {
+                    for (l, a) in a.iter_mut().enumerate().take(lanes) {
+                        // SAFETY: c + 8 · lanes <= d.
+                        *a = _mm256_fmadd_ps(w, unsafe { _mm256_loadu_ps(rp.add(8 * l)) }, *a);
+                    }
                 }
             }
             for (l, a) in a.iter().enumerate().take(lanes) {
                 // SAFETY: as above, within acc.
-                unsafe { _mm256_storeu_ps(acc.as_mut_ptr().add(c + 8 * l), *a) };
+                unsafe { _mm256_storeu_ps(ap.add(8 * l), *a) };
             }
             c += 8 * lanes;
-        }
-        for (j, a) in acc.iter_mut().enumerate().skip(wide) {
-            *a = weights
-                .iter()
-                .zip(values.chunks_exact(d))
-                .map(|(w, row)| w * row[j].to_f32())
-                .sum();
         }
     }
 }
@@ -645,53 +804,43 @@ mod tests {
 
     #[test]
     fn portable_kernel_equals_the_detected_one() {
-        let (heads, kv_heads, seq, total, d) = (4, 1, 2, 333, 40);
-        let q = random((heads, seq, d), 4);
-        let k = cache(kv_heads, total, d, 5);
-        let v = cache(kv_heads, total, d, 6);
-        let op = CachedAttention {
-            kv_heads,
-            scale: 0.25,
-            window: None,
-        };
-        let (ks, kl) = k.storage_and_layout();
-        let (vs, vl) = v.storage_and_layout();
-        let (candle_core::Storage::Cpu(ks), candle_core::Storage::Cpu(vs)) = (&*ks, &*vs) else {
-            panic!("cpu tensors")
-        };
-        let keys = CacheView::new(ks, kl, "key").unwrap();
-        let values = CacheView::new(vs, vl, "value").unwrap();
-        let q = q.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let detected = op.run(&q, (heads, seq, d), &keys, &values, total);
-        let mut portable = detected.clone();
-        portable.fill(0.0);
-        // Run the portable loops directly on the same data.
-        let group = heads / kv_heads;
-        for h in 0..heads {
-            for row in 0..seq {
-                let p = total - seq + row;
-                let query = &q[(h * seq + row) * d..][..d];
-                let mut s = vec![0f32; p + 1];
-                Simd::Portable.scores(query, keys.rows(h / group, 0..p + 1), 0.25, &mut s);
-                let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum = Simd::Portable.exp_shifted(&mut s, max);
-                let out = &mut portable[(h * seq + row) * d..][..d];
-                Simd::Portable.weighted_sum(&s, values.rows(h / group, 0..p + 1), out);
-                out.iter_mut().for_each(|x| *x /= sum);
-            }
+        // Query vectors per task: 8, 18 (batches of 8, 8, 2) and 1.
+        for (heads, kv_heads, seq, total, d) in
+            [(4, 1, 2, 333, 40), (6, 1, 3, 205, 64), (3, 3, 1, 17, 16)]
+        {
+            let q = random((heads, seq, d), 4);
+            let k = cache(kv_heads, total, d, 5);
+            let v = cache(kv_heads, total, d, 6);
+            let op = CachedAttention {
+                kv_heads,
+                scale: 0.25,
+                window: None,
+            };
+            let (ks, kl) = k.storage_and_layout();
+            let (vs, vl) = v.storage_and_layout();
+            let (candle_core::Storage::Cpu(ks), candle_core::Storage::Cpu(vs)) = (&*ks, &*vs)
+            else {
+                panic!("cpu tensors")
+            };
+            let keys = CacheView::new(ks, kl, "key").unwrap();
+            let values = CacheView::new(vs, vl, "value").unwrap();
+            let q = q.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let shape = (heads, seq, d);
+            let detected = op.run(Simd::detect(d, d), &q, shape, &keys, &values, total);
+            let portable = op.run(Simd::Portable, &q, shape, &keys, &values, total);
+            let diff = detected
+                .iter()
+                .zip(&portable)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-5, "heads {heads}, seq {seq}, d {d}: {diff}");
         }
-        let diff = detected
-            .iter()
-            .zip(&portable)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(diff < 1e-5, "{diff}");
     }
 
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn vector_exp_is_as_accurate_as_f32_allows() {
-        if !matches!(Simd::detect(), Simd::Avx2) {
+        if !matches!(Simd::detect(8, 8), Simd::Avx2) {
             return;
         }
         let mut xs: Vec<f32> = (0..=2000).map(|i| -86.0 + i as f32 * 0.0435).collect();

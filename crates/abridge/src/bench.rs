@@ -9,14 +9,16 @@ use crate::model::{ContextWindow, Model};
 use crate::tokenizer::TokenId;
 
 /// What to measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BenchOptions {
     /// Prompt length for `pp` (0: skip).
     pub prompt_tokens: usize,
     /// Tokens to generate for `tg` (0: skip).
     pub generated_tokens: usize,
-    /// Tokens already in the cache when `tg` starts (a long-prompt `tg`).
-    pub generation_depth: usize,
+    /// Tokens already in the cache when `tg` starts, one `tg` measurement per
+    /// entry (a long-prompt `tg`). Each repetition measures every depth in
+    /// turn, so slow-downs of the machine hit them alike.
+    pub generation_depths: Vec<usize>,
     /// Repetitions of each measurement.
     pub repetitions: usize,
 }
@@ -26,7 +28,7 @@ impl Default for BenchOptions {
         Self {
             prompt_tokens: 512,
             generated_tokens: 128,
-            generation_depth: 0,
+            generation_depths: vec![0],
             repetitions: 3,
         }
     }
@@ -64,8 +66,8 @@ impl Throughput {
 pub struct BenchReport {
     /// Prompt processing, when measured.
     pub prompt: Option<Throughput>,
-    /// Generation, when measured.
-    pub generation: Option<Throughput>,
+    /// Generation at each requested depth, in the order asked.
+    pub generation: Vec<(usize, Throughput)>,
 }
 
 /// Tokens spread over the vocabulary, away from the special tokens at its ends.
@@ -77,22 +79,22 @@ fn synthetic_tokens(n: usize, vocab: usize) -> Vec<TokenId> {
 }
 
 /// Measures `model`'s throughput.
-pub fn run(model: &Model, options: BenchOptions) -> Result<BenchReport> {
+pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {
     if options.repetitions == 0 {
         return Err(Error::InvalidOption(
             "at least one repetition is needed".into(),
         ));
     }
+    let depths: &[usize] = if options.generated_tokens > 0 {
+        &options.generation_depths
+    } else {
+        &[]
+    };
     let vocab = model.tokenizer().vocab_size();
-    let needed = options
-        .prompt_tokens
-        .max(options.generation_depth + options.generated_tokens + 1);
-    let window = ContextWindow::new(needed).ok_or_else(|| {
-        Error::InvalidOption("nothing to measure: both token counts are 0".into())
-    })?;
-    let mut cache = model.new_cache(window)?;
     let mut prompt = None;
     if options.prompt_tokens > 0 {
+        let window = ContextWindow::new(options.prompt_tokens).expect("non-zero");
+        let mut cache = model.new_cache(window)?;
         let tokens = synthetic_tokens(options.prompt_tokens, vocab);
         let mut runs = Vec::new();
         for _ in 0..options.repetitions {
@@ -102,24 +104,39 @@ pub fn run(model: &Model, options: BenchOptions) -> Result<BenchReport> {
             runs.push(tokens.len() as f64 / start.elapsed().as_secs_f64());
         }
         prompt = Some(Throughput { runs });
+    } else if depths.is_empty() {
+        return Err(Error::InvalidOption(
+            "nothing to measure: both token counts are 0".into(),
+        ));
     }
-    let mut generation = None;
-    if options.generated_tokens > 0 {
-        let context = synthetic_tokens(options.generation_depth + 1, vocab);
-        let mut runs = Vec::new();
-        for _ in 0..options.repetitions {
-            cache.clear();
-            model.forward(&context, &mut cache)?;
+    // One cache per depth, its context processed once: each run cuts it back
+    // to its depth, so what a run generates never disturbs another depth.
+    let deepest = depths.iter().copied().max().unwrap_or(0);
+    let context = synthetic_tokens(deepest + 1, vocab);
+    let mut generation = Vec::with_capacity(depths.len());
+    for &depth in depths {
+        let window = ContextWindow::new(depth + options.generated_tokens + 1).expect("non-zero");
+        let mut cache = model.new_cache(window)?;
+        model.forward(&context[..=depth], &mut cache)?;
+        generation.push((depth, cache, Throughput { runs: Vec::new() }));
+    }
+    for _ in 0..options.repetitions {
+        for (depth, cache, throughput) in &mut generation {
+            cache.truncate(*depth + 1);
             let start = Instant::now();
             let mut token = context[0];
             for _ in 0..options.generated_tokens {
-                let logits = model.forward(&[token], &mut cache)?;
+                let logits = model.forward(&[token], cache)?;
                 token = crate::sampling::argmax(&logits.to_vec1::<f32>()?);
             }
-            runs.push(options.generated_tokens as f64 / start.elapsed().as_secs_f64());
+            let tps = options.generated_tokens as f64 / start.elapsed().as_secs_f64();
+            throughput.runs.push(tps);
         }
-        generation = Some(Throughput { runs });
     }
+    let generation = generation
+        .into_iter()
+        .map(|(depth, _, t)| (depth, t))
+        .collect();
     Ok(BenchReport { prompt, generation })
 }
 
