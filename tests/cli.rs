@@ -83,7 +83,12 @@ fn streams_a_summary_of_a_file_by_model_name() {
         .assert()
         .success()
         .stdout(predicate::str::contains("bee").or(predicate::str::contains("dance")))
-        .stderr(predicate::str::contains("tokens/s"));
+        // Stated before the work: 30 layers × 3 key/value heads × (64 + 64)
+        // × 8,192 positions × 2 bytes.
+        .stderr(
+            predicate::str::contains("context 8192 tokens: the KV cache takes 180 MiB")
+                .and(predicate::str::contains("tokens/s")),
+        );
 }
 
 #[test]

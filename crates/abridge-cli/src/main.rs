@@ -380,6 +380,14 @@ fn summarize(args: SummarizeArgs) -> Result<ExitCode> {
         builder = builder.context(window);
     }
     let summarizer = builder.build()?;
+    if args.verbose {
+        let window = summarizer.context();
+        eprintln!(
+            "context {} tokens: the KV cache takes {:.0} MiB",
+            window.tokens(),
+            model.cache_bytes(window) as f64 / (1u64 << 20) as f64
+        );
+    }
 
     let interrupted = Arc::new(AtomicBool::new(false));
     {

@@ -281,6 +281,21 @@ impl Model {
         ContextWindow(tokens)
     }
 
+    /// Bytes the key/value cache takes for `window` positions: context ×
+    /// layers × key/value heads × (key + value size) × 2 bytes (f16).
+    ///
+    /// ```no_run
+    /// # fn main() -> abridge::Result<()> {
+    /// let model = abridge::Model::load("qwen2.5-0.5b-instruct-q4_k_m.gguf")?;
+    /// let window = abridge::ContextWindow::new(8192).unwrap();
+    /// println!("{} MiB", model.cache_bytes(window) >> 20);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cache_bytes(&self, window: ContextWindow) -> u64 {
+        self.network.cache_shape().bytes(window.tokens())
+    }
+
     /// Allocates a key/value cache for `window` positions, after checking that
     /// the machine has the memory for it.
     pub fn new_cache(&self, window: ContextWindow) -> Result<KvCache> {
@@ -291,17 +306,7 @@ impl Model {
                 window.tokens()
             )));
         }
-        let bytes = self.network.cache_shape().bytes(window.tokens());
-        if let Some(available) = available_memory()
-            && bytes > available
-        {
-            return Err(Error::InvalidOption(format!(
-                "a context of {} tokens needs {:.1} GiB for its cache but only {:.1} GiB of memory is available; lower --ctx-size",
-                window.tokens(),
-                bytes as f64 / (1u64 << 30) as f64,
-                available as f64 / (1u64 << 30) as f64
-            )));
-        }
+        check_cache_fits(window, self.cache_bytes(window), available_memory())?;
         KvCache::new(self.network.cache_shape(), window.tokens(), &self.device)
     }
 
@@ -312,10 +317,78 @@ impl Model {
     }
 }
 
-/// `MemAvailable` from `/proc/meminfo`, where there is one.
+/// An error, before anything is allocated, when a cache of `bytes` would not
+/// fit in `available` memory: better than the out-of-memory killer halfway
+/// through a prompt.
+fn check_cache_fits(window: ContextWindow, bytes: u64, available: Option<u64>) -> Result<()> {
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    match available {
+        Some(available) if bytes > available => Err(Error::InvalidOption(format!(
+            "a context of {} tokens needs {:.1} GiB for its cache but only {:.1} GiB of memory is available; lower --ctx-size",
+            window.tokens(),
+            gib(bytes),
+            gib(available)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Memory this process can still take: `MemAvailable` from `/proc/meminfo`,
+/// or less when a cgroup (a container, a systemd slice) caps it, where
+/// `MemAvailable` still shows the whole machine.
 fn available_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let machine = mem_available(&meminfo)?;
+    let read = |name: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{name}")).ok();
+    let capped = match (read("memory.max"), read("memory.current")) {
+        (Some(max), Some(current)) => cgroup_headroom(&max, &current),
+        _ => None,
+    };
+    Some(capped.map_or(machine, |c| c.min(machine)))
+}
+
+/// `MemAvailable` in bytes from the text of `/proc/meminfo`.
+fn mem_available(meminfo: &str) -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// What a cgroup v2 limit leaves, from `memory.max` (bytes or `max`) and
+/// `memory.current`; `None` when there is no limit.
+fn cgroup_headroom(max: &str, current: &str) -> Option<u64> {
+    let max: u64 = max.trim().parse().ok()?;
+    let current: u64 = current.trim().parse().ok()?;
+    Some(max.saturating_sub(current))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_larger_than_memory_is_refused_with_the_figures() {
+        let window = ContextWindow::new(32768).unwrap();
+        let err = check_cache_fits(window, 4 << 30, Some(1 << 30))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("32768 tokens") && err.contains("4.0 GiB") && err.contains("1.0 GiB"),
+            "{err}"
+        );
+        assert!(err.contains("--ctx-size"), "{err}");
+        assert!(check_cache_fits(window, 1 << 30, Some(4 << 30)).is_ok());
+        assert!(check_cache_fits(window, 1 << 30, None).is_ok());
+    }
+
+    #[test]
+    fn available_memory_is_read_from_meminfo_and_cgroup_limits() {
+        let meminfo =
+            "MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(mem_available(meminfo), Some(20_000_000 * 1024));
+        assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
+        assert_eq!(cgroup_headroom("max\n", "123\n"), None);
+        assert_eq!(cgroup_headroom("1000\n", "300\n"), Some(700));
+        assert_eq!(cgroup_headroom("1000\n", "3000\n"), Some(0));
+    }
 }
