@@ -54,18 +54,24 @@ impl LegacyType {
     }
 }
 
-/// One block of weights, repacked at load time so the inner loop does no
-/// format decoding: scales as f32, nibbles and fifth bits as stored.
+/// One block of weights, repacked at load time into one aligned layout for
+/// all three types: scales as their f16 bits (one F16C instruction to widen;
+/// f32 scales made Qwen2.5-0.5B's Q5_0 matrices take 27% more memory than
+/// the file), nibbles and fifth bits as stored.
 #[derive(Debug, Clone, Copy)]
 struct WeightBlock {
-    d: f32,
-    /// The block minimum (`Q4_1`, `Q5_1`); unused for `Q5_0`.
-    m: f32,
+    /// The block scale, f16 bits.
+    d: u16,
+    /// The block minimum (`Q4_1`, `Q5_1`), f16 bits; unused for `Q5_0`.
+    m: u16,
     /// Fifth bits (`Q5_*`), bit `i` for value `i`.
     qh: u32,
     /// Low nibbles are values 0..16, high nibbles values 16..32.
     qs: [u8; 16],
 }
+
+// Two bytes over Q5_0's 22 in the file, four under Q5_1's 24 plus padding.
+const _: () = assert!(std::mem::size_of::<WeightBlock>() == 24);
 
 /// A weight matrix of `rows × cols` in one of the [`LegacyType`]s, multiplied
 /// as `x · Wᵀ` (the layout of every projection in a GGUF file).
@@ -77,8 +83,12 @@ pub struct LegacyMatrix {
     blocks: Vec<WeightBlock>,
 }
 
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+fn f16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn widen(bits: u16) -> f32 {
+    f16::from_bits(bits).to_f32()
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -99,7 +109,7 @@ impl LegacyMatrix {
             .map(|b| {
                 let (d, m, qh, qs_at) = match kind {
                     LegacyType::Q4_1 => (f16_at(b, 0), f16_at(b, 2), 0, 4),
-                    LegacyType::Q5_0 => (f16_at(b, 0), 0.0, u32_at(b, 2), 6),
+                    LegacyType::Q5_0 => (f16_at(b, 0), 0, u32_at(b, 2), 6),
                     LegacyType::Q5_1 => (f16_at(b, 0), f16_at(b, 2), u32_at(b, 4), 8),
                 };
                 let qs = b[qs_at..qs_at + 16].try_into().expect("16 nibble bytes");
@@ -163,12 +173,13 @@ fn unpack(w: &WeightBlock) -> [u8; BLOCK] {
     q
 }
 
-/// The contribution of the block's offset: its minimum times the activation
-/// sum, or for `Q5_0` the centring at 16.
-fn offset_term(kind: LegacyType, w: &WeightBlock, y: &Q8Block) -> f32 {
+/// The contribution of the block's offset, given its scale `d` and minimum
+/// `m`: the minimum times the activation sum, or for `Q5_0` the centring at
+/// 16.
+fn offset_term(kind: LegacyType, d: f32, m: f32, y: &Q8Block) -> f32 {
     match kind {
-        LegacyType::Q5_0 => -16.0 * w.d * y.d * y.sum as f32,
-        _ => w.m * y.s,
+        LegacyType::Q5_0 => -16.0 * d * y.d * y.sum as f32,
+        _ => m * y.s,
     }
 }
 
@@ -183,7 +194,8 @@ fn dot_rows_portable(kind: LegacyType, row: &[WeightBlock], xs: &[&[Q8Block]], o
                 .zip(&y.q)
                 .map(|(&a, &b)| i32::from(a) * i32::from(b))
                 .sum();
-            acc += w.d * y.d * dot as f32 + offset_term(kind, w, y);
+            let (d, m) = (widen(w.d), widen(w.m));
+            acc += d * y.d * dot as f32 + offset_term(kind, d, m, y);
         }
         *o = acc;
     }
@@ -196,6 +208,15 @@ const TILE: usize = 4;
 mod x86 {
     use super::{LegacyType, Q8Block, TILE, WeightBlock, offset_term};
     use std::arch::x86_64::*;
+
+    /// A block's scale and minimum, widened from f16 together.
+    #[inline]
+    #[target_feature(enable = "f16c")]
+    fn scales(w: &WeightBlock) -> (f32, f32) {
+        let bits = u32::from(w.d) | (u32::from(w.m) << 16);
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_shuffle_ps::<1>(v, v)))
+    }
 
     /// Sums of products of unsigned by signed bytes, four to an i32 lane.
     #[inline]
@@ -239,6 +260,7 @@ mod x86 {
                 let mut acc = [_mm256_setzero_ps(); TILE];
                 let mut extra = [0f32; TILE];
                 for (b, w) in row.iter().enumerate() {
+                    let (d, m) = scales(w);
                     // SAFETY: `qs` is 16 bytes.
                     let packed = unsafe { _mm_loadu_si128(w.qs.as_ptr() as *const __m128i) };
                     let lo = _mm_and_si128(packed, low4);
@@ -257,11 +279,11 @@ mod x86 {
                         let yq = unsafe { _mm256_loadu_si256(y.q.as_ptr() as *const __m256i) };
                         let dot = $int_dot(q, yq);
                         acc[i] = _mm256_fmadd_ps(
-                            _mm256_set1_ps(w.d * y.d),
+                            _mm256_set1_ps(d * y.d),
                             _mm256_cvtepi32_ps(dot),
                             acc[i],
                         );
-                        extra[i] += offset_term(kind, w, y);
+                        extra[i] += offset_term(kind, d, m, y);
                     }
                 }
                 for i in 0..n {
@@ -275,8 +297,12 @@ mod x86 {
         };
     }
 
-    kernel!(dot_rows_avx2, "avx2,fma", int_dot_avx2);
-    kernel!(dot_rows_vnni, "avx2,fma,avx512vnni,avx512vl", int_dot_vnni);
+    kernel!(dot_rows_avx2, "avx2,fma,f16c", int_dot_avx2);
+    kernel!(
+        dot_rows_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        int_dot_vnni
+    );
 }
 
 /// The instruction sets the kernels can use, best first.
@@ -294,7 +320,7 @@ impl Simd {
         #[cfg(target_arch = "x86_64")]
         {
             use std::is_x86_feature_detected as has;
-            if has!("avx2") && has!("fma") {
+            if has!("avx2") && has!("fma") && has!("f16c") {
                 if has!("avx512vnni") && has!("avx512vl") {
                     return Simd::Vnni;
                 }
