@@ -26,10 +26,10 @@ use half::slice::HalfFloatSliceExt;
 use crate::error::Result;
 
 /// Query rows whose attention scores are held at once on the matmul path:
-/// bounds the scores to `heads × ATTENTION_ROWS × context` floats (14 MB for
+/// bounds the scores to `heads × ATTENTION_ROWS × context` floats (7 MB for
 /// Qwen2.5-0.5B at 4,000 tokens) instead of a whole prompt chunk's. 128 rows
-/// put the seed article's peak memory 42 MB higher, at the same speed.
-const ATTENTION_ROWS: usize = 64;
+/// put the seed article's peak memory 46 MB higher, at the same speed.
+const ATTENTION_ROWS: usize = 32;
 
 /// Up to this many query rows, CPU attention runs on the kernel below: past
 /// it, batched matmuls use the cores better than one dot product per key.

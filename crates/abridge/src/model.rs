@@ -334,8 +334,9 @@ fn check_cache_fits(window: ContextWindow, bytes: u64, available: Option<u64>) -
 }
 
 /// Memory this process can still take: `MemAvailable` from `/proc/meminfo`,
-/// or less when a cgroup (a container, a systemd slice) caps it, where
-/// `MemAvailable` still shows the whole machine.
+/// or less when the container's cgroup (v2, mounted at `/sys/fs/cgroup` as
+/// a container sees it) caps it, where `MemAvailable` still shows the whole
+/// machine.
 fn available_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let machine = mem_available(&meminfo)?;
