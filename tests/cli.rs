@@ -46,9 +46,28 @@ fn replays_the_seed_request_and_summarizes_the_article() {
         .clone();
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let summary = v["summary"].as_str().unwrap();
+    // Proof that the article was read, not a judgement of the summary (the
+    // Qwen test in summaries.rs is that): SmolLM2's greedy 48 tokens change
+    // with last-bit changes in attention, sometimes naming the service,
+    // sometimes the deployments it recommends, so any two of the article's
+    // own terms will do.
+    let lower = summary.to_lowercase();
+    let terms = [
+        "azure",
+        "openai",
+        "well-architected",
+        "deployment",
+        "consumer group",
+        "reliab",
+        "secur",
+        "cost",
+        "operational excellence",
+        "performance",
+    ];
+    let named: Vec<&str> = terms.into_iter().filter(|t| lower.contains(t)).collect();
     assert!(
-        summary.contains("Azure"),
-        "summary does not name the service: {summary}"
+        named.len() >= 2,
+        "the summary names {named:?} of the article's terms: {summary}"
     );
     // The question, the article and the system prompt, not the saved answer.
     let prompt_tokens = v["prompt_tokens"].as_u64().unwrap();
