@@ -95,6 +95,24 @@ pub fn assert_same_top_candidates(one: &[f32], split: &[f32]) {
 /// [`assert_same_top_candidates`]).
 pub const NEAR_TIE: f32 = 0.5;
 
+/// Runs an `abridge` command that must succeed and parses its standard output
+/// as one JSON value.
+pub fn json_stdout(cmd: &mut assert_cmd::Command) -> serde_json::Value {
+    let out = cmd.assert().success().get_output().stdout.clone();
+    serde_json::from_slice(&out)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out)))
+}
+
+/// Which of `terms` (lower case) a text contains, ignoring case.
+pub fn terms_named<'a>(text: &str, terms: &[&'a str]) -> Vec<&'a str> {
+    let lower = text.to_lowercase();
+    terms
+        .iter()
+        .copied()
+        .filter(|t| lower.contains(t))
+        .collect()
+}
+
 /// The next-token logits after `tokens`, processed in one call and in calls
 /// of `chunk` tokens, each on a fresh 1,024-position cache.
 pub fn logits_whole_and_chunked(

@@ -27,44 +27,41 @@ fn temp_file(bytes: &[u8]) -> tempfile::NamedTempFile {
 
 #[test]
 fn replays_the_seed_request_and_summarizes_the_article() {
-    let out = abridge()
-        .args(["summarize", "--request"])
-        .arg(seed())
-        .args([
-            "--model",
-            &smollm2(),
-            "--threads",
-            "2",
-            "--max-tokens",
-            "48",
-            "--json",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = abridge_tests::json_stdout(
+        abridge()
+            .args(["summarize", "--request"])
+            .arg(seed())
+            .args([
+                "--model",
+                &smollm2(),
+                "--threads",
+                "2",
+                "--max-tokens",
+                "48",
+                "--json",
+            ]),
+    );
     let summary = v["summary"].as_str().unwrap();
     // Proof that the article was read, not a judgement of the summary (the
     // Qwen test in summaries.rs is that): SmolLM2's greedy 48 tokens change
     // with last-bit changes in attention, sometimes naming the service,
     // sometimes the deployments it recommends, so any two of the article's
     // own terms will do.
-    let lower = summary.to_lowercase();
-    let terms = [
-        "azure",
-        "openai",
-        "well-architected",
-        "deployment",
-        "consumer group",
-        "reliab",
-        "secur",
-        "cost",
-        "operational excellence",
-        "performance",
-    ];
-    let named: Vec<&str> = terms.into_iter().filter(|t| lower.contains(t)).collect();
+    let named = abridge_tests::terms_named(
+        summary,
+        &[
+            "azure",
+            "openai",
+            "well-architected",
+            "deployment",
+            "consumer group",
+            "reliab",
+            "secur",
+            "cost",
+            "operational excellence",
+            "performance",
+        ],
+    );
     assert!(
         named.len() >= 2,
         "the summary names {named:?} of the article's terms: {summary}"
@@ -142,26 +139,22 @@ fn too_small_a_context_says_how_many_tokens_and_which_flag() {
 
 #[test]
 fn a_text_longer_than_the_context_is_summarized_in_parts() {
-    let out = abridge()
-        .args(["summarize", "--request"])
-        .arg(seed())
-        .args([
-            "--model",
-            &smollm2(),
-            "--ctx-size",
-            "2048",
-            "-t",
-            "2",
-            "-n",
-            "24",
-            "--json",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = abridge_tests::json_stdout(
+        abridge()
+            .args(["summarize", "--request"])
+            .arg(seed())
+            .args([
+                "--model",
+                &smollm2(),
+                "--ctx-size",
+                "2048",
+                "-t",
+                "2",
+                "-n",
+                "24",
+                "--json",
+            ]),
+    );
     assert!(v["parts"].as_u64().unwrap() >= 3, "{v}");
     assert!(!v["summary"].as_str().unwrap().is_empty());
 }
@@ -176,15 +169,11 @@ fn tokenize_counts_like_llama_cpp() {
     )
     .unwrap();
     let text = golden["text"].as_str().unwrap();
-    let out = abridge()
-        .args(["tokenize", "--model", &smollm2(), "--json"])
-        .write_stdin(text)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = abridge_tests::json_stdout(
+        abridge()
+            .args(["tokenize", "--model", &smollm2(), "--json"])
+            .write_stdin(text),
+    );
     assert_eq!(v["ids"], golden["ids_no_special"]);
     assert_eq!(
         v["count"].as_u64().unwrap() as usize,
@@ -371,17 +360,13 @@ fn ctrl_c_stops_generation_and_keeps_what_was_written() {
 
 #[test]
 fn bench_measures_every_depth_in_every_repetition() {
-    let out = abridge()
-        .args(["bench", "--model", &smollm2(), "-t", "2"])
-        .args([
-            "-p", "16", "-n", "4", "--depth", "0,40", "-r", "2", "--json",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = abridge_tests::json_stdout(
+        abridge()
+            .args(["bench", "--model", &smollm2(), "-t", "2"])
+            .args([
+                "-p", "16", "-n", "4", "--depth", "0,40", "-r", "2", "--json",
+            ]),
+    );
     let runs = |x: &serde_json::Value| -> Vec<f64> {
         x["runs"]
             .as_array()

@@ -71,15 +71,11 @@ fn the_cli_reads_html_and_pdf_by_content_not_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let html = dir.path().join("page.txt");
     std::fs::write(&html, document("users-and-groups.html")).unwrap();
-    let out = abridge()
-        .args(["tokenize", "--model", "smollm2", "--json"])
-        .arg(&html)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = abridge_tests::json_stdout(
+        abridge()
+            .args(["tokenize", "--model", "smollm2", "--json"])
+            .arg(&html),
+    );
     let raw = abridge::document::html_text(
         &String::from_utf8(document("users-and-groups.html")).unwrap(),
     );
@@ -147,23 +143,19 @@ fn several_files_get_one_summary_each_or_one_combined() {
 
 #[test]
 fn json_format_gives_a_checked_object() {
-    let out = abridge()
-        .args([
-            "summarize",
-            "-m",
-            "qwen2.5-coder:0.5b",
-            "-t",
-            "2",
-            "--format",
-            "json",
-        ])
-        .arg(abridge_tests::fixture("golden/paragraph.txt"))
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = abridge_tests::json_stdout(
+        abridge()
+            .args([
+                "summarize",
+                "-m",
+                "qwen2.5-coder:0.5b",
+                "-t",
+                "2",
+                "--format",
+                "json",
+            ])
+            .arg(abridge_tests::fixture("golden/paragraph.txt")),
+    );
     assert!(v["title"].is_string());
     assert!(
         v["summary"]

@@ -204,6 +204,12 @@ impl Sandbox {
     }
 
     /// The files in abridge's model directory.
+    /// A refused pull leaves nothing in the model directory.
+    fn assert_no_model_files(&self) {
+        let files = self.model_files();
+        assert!(files.is_empty(), "left behind: {files:?}");
+    }
+
     fn model_files(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.models())
             .map(|d| {
@@ -447,11 +453,7 @@ fn a_download_that_does_not_match_its_sha256_is_rejected_and_deleted() {
             && err.contains(&format!("expects {wrong}")),
         "{err}"
     );
-    assert!(
-        sandbox.model_files().is_empty(),
-        "{:?}",
-        sandbox.model_files()
-    );
+    sandbox.assert_no_model_files();
 
     // A size that does not match is caught before anything is written.
     let failed = sandbox
@@ -466,11 +468,7 @@ fn a_download_that_does_not_match_its_sha256_is_rejected_and_deleted() {
             && err.contains(&format!("has {}", real.size - 1)),
         "{err}"
     );
-    assert!(
-        sandbox.model_files().is_empty(),
-        "{:?}",
-        sandbox.model_files()
-    );
+    sandbox.assert_no_model_files();
 }
 
 #[test]
@@ -492,11 +490,7 @@ fn http_errors_name_the_url_and_the_status() {
         )),
         "{err}"
     );
-    assert!(
-        sandbox.model_files().is_empty(),
-        "{:?}",
-        sandbox.model_files()
-    );
+    sandbox.assert_no_model_files();
 
     let failed = sandbox.pull(&server, &sandbox.right_catalogue()).failure();
     let err = stderr(&failed);
@@ -507,11 +501,7 @@ fn http_errors_name_the_url_and_the_status() {
         )),
         "{err}"
     );
-    assert!(
-        sandbox.model_files().is_empty(),
-        "{:?}",
-        sandbox.model_files()
-    );
+    sandbox.assert_no_model_files();
 }
 
 #[test]

@@ -5,43 +5,37 @@ use assert_cmd::Command;
 
 #[test]
 fn qwen_summarizes_the_seed_article_sensibly() {
-    let out = Command::cargo_bin("abridge")
-        .unwrap()
-        .args(["summarize", "--request"])
-        .arg(abridge_tests::fixture("seed-request.json"))
-        .args([
-            "--model",
-            "qwen2.5-coder:0.5b-instruct-q4_K_M",
-            "-t",
-            "2",
-            "-n",
-            "200",
-            "--json",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = abridge_tests::json_stdout(
+        Command::cargo_bin("abridge")
+            .unwrap()
+            .args(["summarize", "--request"])
+            .arg(abridge_tests::fixture("seed-request.json"))
+            .args([
+                "--model",
+                "qwen2.5-coder:0.5b-instruct-q4_K_M",
+                "-t",
+                "2",
+                "-n",
+                "200",
+                "--json",
+            ]),
+    );
     let summary = v["summary"].as_str().unwrap();
     let lower = summary.to_lowercase();
     assert!(
         lower.contains("azure openai"),
         "does not name the service: {summary}"
     );
-    let pillars = [
-        "reliab",
-        "secur",
-        "cost",
-        "operational excellence",
-        "performance",
-    ];
-    let named: Vec<&str> = pillars
-        .iter()
-        .copied()
-        .filter(|p| lower.contains(p))
-        .collect();
+    let named = abridge_tests::terms_named(
+        summary,
+        &[
+            "reliab",
+            "secur",
+            "cost",
+            "operational excellence",
+            "performance",
+        ],
+    );
     assert!(
         named.len() >= 2,
         "names {named:?} of the five pillars: {summary}"

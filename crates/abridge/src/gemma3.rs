@@ -37,7 +37,7 @@ use crate::gguf::GgufFile;
 use crate::kv_cache::{CacheShape, KvCache};
 use crate::model::CausalLm;
 use crate::tokenizer::TokenId;
-use crate::transformer::{PROMPT_CHUNK, Weight, rope_tables};
+use crate::transformer::{Weight, forward_in_chunks, rope_tables};
 
 /// The `general.architecture` value this module runs.
 pub const ARCHITECTURE: &str = "gemma3";
@@ -374,31 +374,9 @@ impl Gemma3 {
     /// last one, as a `(vocab,)` f32 tensor.
     pub fn forward(&self, tokens: &[TokenId], cache: &mut KvCache) -> Result<Tensor> {
         let c = &self.config;
-        if tokens.is_empty() {
-            return Err(Error::Input(
-                "nothing to process: the token list is empty".into(),
-            ));
-        }
-        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
-            return Err(Error::Input(format!(
-                "token id {bad} is outside the model's vocabulary of {}",
-                c.vocab
-            )));
-        }
-        cache.reserve(tokens.len())?;
-        if cache.len() + tokens.len() > c.trained_context {
-            return Err(Error::ContextOverflow {
-                needed: cache.len() + tokens.len(),
-                reserve: 0,
-                context: c.trained_context,
-                suggested: c.trained_context,
-            });
-        }
-        let mut last = None;
-        for chunk in tokens.chunks(PROMPT_CHUNK) {
-            last = Some(self.forward_chunk(chunk, cache)?);
-        }
-        last.ok_or_else(|| Error::Input("nothing to process".into()))
+        forward_in_chunks(tokens, cache, c.vocab, c.trained_context, |chunk, cache| {
+            self.forward_chunk(chunk, cache)
+        })
     }
 
     fn forward_chunk(&self, tokens: &[TokenId], cache: &mut KvCache) -> Result<Tensor> {

@@ -69,6 +69,7 @@ pub mod pull;
 pub mod quant;
 pub mod registry;
 pub mod request;
+mod rng;
 pub mod sampling;
 pub mod sentencepiece;
 pub mod summarize;

@@ -6,6 +6,7 @@
 //! generator so a run is reproducible.
 
 use crate::error::{Error, Result};
+use crate::rng::SplitMix64;
 use crate::tokenizer::TokenId;
 
 /// How the next token is chosen.
@@ -75,7 +76,7 @@ impl Sampler {
     /// A sampler with `options`.
     pub fn new(options: SamplingOptions) -> Result<Self> {
         options.validate()?;
-        let rng = SplitMix64(options.seed);
+        let rng = SplitMix64::new(options.seed);
         Ok(Self { options, rng })
     }
 
@@ -154,26 +155,6 @@ pub fn argmax(values: &[f32]) -> TokenId {
         }
     }
     best as TokenId
-}
-
-/// SplitMix64: small, fast and good enough to draw tokens; owning it keeps runs
-/// reproducible across versions of any random-number crate.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn next_f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::gguf::Value;
+use crate::rng::SplitMix64;
 use crate::sentencepiece::{PieceType, SentencePieceModel};
 
 /// Alignment of tensor data, GGUF's default (`general.alignment` is not written).
@@ -802,7 +803,7 @@ fn write_random_tensor<W: Write>(
                 let n = rows_per_chunk.min(rows - first);
                 let mut rng = SplitMix64::new(seed).derive(index).derive(c as u64);
                 let mut values = vec![0f32; n * cols];
-                rng.fill_normal(&mut values, WEIGHT_STD);
+                fill_normal(&mut rng, &mut values, WEIGHT_STD);
                 let tensor = Tensor::from_vec(values, (n, cols), &Device::Cpu)?;
                 let q = QTensor::quantize(&tensor, t.dtype)?;
                 Ok(q.data()?.into_owned())
@@ -817,42 +818,17 @@ fn write_random_tensor<W: Write>(
     Ok(())
 }
 
-/// SplitMix64: a tiny, fast, well-mixed generator; enough for random weights.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// An independent stream for sub-part `k`, so that chunks can be generated
-    /// in any order (or in parallel) and still give the same file.
-    fn derive(&self, k: u64) -> Self {
-        let mut s = Self(self.0 ^ k.wrapping_mul(0xD1B5_4A32_D192_ED03));
-        Self(s.next_u64())
-    }
-
-    /// Fills `out` with approximately normal values of standard deviation
-    /// `std`: the sum of four 16-bit uniforms (Irwin–Hall), centred and scaled,
-    /// one generator call per value.
-    fn fill_normal(&mut self, out: &mut [f32], std: f32) {
-        // Four uniforms on [0, 65536) have mean 131070 and variance 4 * (65536² - 1) / 12.
-        const MEAN: f32 = 2.0 * 65535.0;
-        let scale = std / (4.0f32 * (65536.0f32 * 65536.0 - 1.0) / 12.0).sqrt();
-        for x in out {
-            let r = self.next_u64();
-            let sum = (r & 0xFFFF) + (r >> 16 & 0xFFFF) + (r >> 32 & 0xFFFF) + (r >> 48);
-            *x = (sum as f32 - MEAN) * scale;
-        }
+/// Fills `out` from `rng` with approximately normal values of standard deviation
+/// `std`: the sum of four 16-bit uniforms (Irwin–Hall), centred and scaled,
+/// one generator call per value.
+fn fill_normal(rng: &mut SplitMix64, out: &mut [f32], std: f32) {
+    // Four uniforms on [0, 65536) have mean 131070 and variance 4 * (65536² - 1) / 12.
+    const MEAN: f32 = 2.0 * 65535.0;
+    let scale = std / (4.0f32 * (65536.0f32 * 65536.0 - 1.0) / 12.0).sqrt();
+    for x in out {
+        let r = rng.next_u64();
+        let sum = (r & 0xFFFF) + (r >> 16 & 0xFFFF) + (r >> 32 & 0xFFFF) + (r >> 48);
+        *x = (sum as f32 - MEAN) * scale;
     }
 }
 
@@ -987,7 +963,7 @@ mod tests {
     #[test]
     fn random_values_have_the_asked_spread() {
         let mut values = vec![0f32; 1 << 16];
-        SplitMix64::new(7).derive(1).fill_normal(&mut values, 0.02);
+        fill_normal(&mut SplitMix64::new(7).derive(1), &mut values, 0.02);
         let n = values.len() as f32;
         let mean = values.iter().sum::<f32>() / n;
         let std = (values.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / n).sqrt();

@@ -313,31 +313,10 @@ impl Transformer {
     /// values to `cache`, and returns the logits predicting the token after the
     /// last one, as a `(vocab,)` f32 tensor.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
-        if tokens.is_empty() {
-            return Err(Error::Input(
-                "nothing to process: the token list is empty".into(),
-            ));
-        }
-        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab) {
-            return Err(Error::Input(format!(
-                "token id {bad} is outside the model's vocabulary of {}",
-                self.config.vocab
-            )));
-        }
-        cache.reserve(tokens.len())?;
-        if cache.len() + tokens.len() > self.config.trained_context {
-            return Err(Error::ContextOverflow {
-                needed: cache.len() + tokens.len(),
-                reserve: 0,
-                context: self.config.trained_context,
-                suggested: self.config.trained_context,
-            });
-        }
-        let mut last = None;
-        for chunk in tokens.chunks(PROMPT_CHUNK) {
-            last = Some(self.forward_chunk(chunk, cache)?);
-        }
-        last.ok_or_else(|| Error::Input("nothing to process".into()))
+        let c = &self.config;
+        forward_in_chunks(tokens, cache, c.vocab, c.trained_context, |chunk, cache| {
+            self.forward_chunk(chunk, cache)
+        })
     }
 
     fn forward_chunk(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
@@ -385,6 +364,44 @@ impl Transformer {
         };
         Ok(y.squeeze(0)?)
     }
+}
+
+/// Checks `tokens` against the vocabulary, the cache's free room and the
+/// context the model was trained for, then runs them through `chunk` in steps
+/// of [`PROMPT_CHUNK`] and returns the last step's logits: the part of a
+/// forward pass every architecture shares.
+pub(crate) fn forward_in_chunks(
+    tokens: &[u32],
+    cache: &mut KvCache,
+    vocab: usize,
+    trained_context: usize,
+    mut chunk: impl FnMut(&[u32], &mut KvCache) -> Result<Tensor>,
+) -> Result<Tensor> {
+    if tokens.is_empty() {
+        return Err(Error::Input(
+            "nothing to process: the token list is empty".into(),
+        ));
+    }
+    if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+        return Err(Error::Input(format!(
+            "token id {bad} is outside the model's vocabulary of {vocab}"
+        )));
+    }
+    cache.reserve(tokens.len())?;
+    let needed = cache.len() + tokens.len();
+    if needed > trained_context {
+        return Err(Error::ContextOverflow {
+            needed,
+            reserve: 0,
+            context: trained_context,
+            suggested: trained_context,
+        });
+    }
+    let mut last = None;
+    for part in tokens.chunks(PROMPT_CHUNK) {
+        last = Some(chunk(part, cache)?);
+    }
+    last.ok_or_else(|| Error::Input("nothing to process".into()))
 }
 
 /// `cos` and `sin` of `position × base^(-2i/d)` for every position the model
