@@ -1,15 +1,6 @@
 //! Inputs people actually have: HTML and PDF files that no one in this
-//! project wrote (Debian documentation, see `tests/fixtures/documents`), several
-//! files at once, and summaries in a requested form.
-
-use std::io::Write;
-
-use assert_cmd::Command;
-use predicates::prelude::*;
-
-fn abridge() -> Command {
-    Command::cargo_bin("abridge").unwrap()
-}
+//! project wrote (Debian documentation, see `tests/fixtures/documents`), turned
+//! into the text a model reads.
 
 fn document(name: &str) -> Vec<u8> {
     std::fs::read(abridge_tests::fixture(&format!("documents/{name}"))).unwrap()
@@ -18,11 +9,8 @@ fn document(name: &str) -> Vec<u8> {
 #[test]
 fn html_gives_its_readable_text() {
     let html = document("users-and-groups.html");
-    assert_eq!(
-        abridge::document::detect(&html),
-        abridge::document::Format::Html
-    );
-    let text = abridge::document::extract(&html).unwrap();
+    assert_eq!(abridge::input::detect(&html), abridge::input::Format::Html);
+    let text = abridge::input::extract(&html).unwrap();
     assert!(
         text.starts_with("Users and Groups in the Debian System"),
         "{}",
@@ -41,140 +29,9 @@ fn html_gives_its_readable_text() {
 #[test]
 fn pdf_gives_its_text_layer() {
     let pdf = document("libtasn1.pdf");
-    assert_eq!(
-        abridge::document::detect(&pdf),
-        abridge::document::Format::Pdf
-    );
-    let text = abridge::document::extract(&pdf).unwrap();
+    assert_eq!(abridge::input::detect(&pdf), abridge::input::Format::Pdf);
+    let text = abridge::input::extract(&pdf).unwrap();
     assert!(text.contains("Libtasn1"), "{}", &text[..200]);
     assert!(text.contains("ASN.1"));
     assert!(text.len() > 50_000, "only {} bytes of text", text.len());
-}
-
-#[test]
-fn a_truncated_pdf_is_a_clear_error() {
-    let pdf = document("libtasn1.pdf");
-    let mut f = tempfile::NamedTempFile::new().unwrap();
-    f.write_all(&pdf[..pdf.len() / 3]).unwrap();
-    abridge()
-        .args(["tokenize", "--model", "smollm2"])
-        .arg(f.path())
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("PDF"))
-        .stderr(predicate::str::contains("panicked").not());
-}
-
-#[test]
-fn the_cli_reads_html_and_pdf_by_content_not_by_name() {
-    // Renamed to .txt: the content decides.
-    let dir = tempfile::tempdir().unwrap();
-    let html = dir.path().join("page.txt");
-    std::fs::write(&html, document("users-and-groups.html")).unwrap();
-    let v = abridge_tests::json_stdout(
-        abridge()
-            .args(["tokenize", "--model", "smollm2", "--json"])
-            .arg(&html),
-    );
-    let raw = abridge::document::html_text(
-        &String::from_utf8(document("users-and-groups.html")).unwrap(),
-    );
-    let model = abridge::Model::load(abridge_tests::smollm2()).unwrap();
-    assert_eq!(
-        v["count"].as_u64().unwrap() as usize,
-        model.tokenizer().encode(&raw).unwrap().len()
-    );
-    abridge()
-        .args(["tokenize", "--model", "smollm2"])
-        .arg(abridge_tests::fixture("documents/libtasn1.pdf"))
-        .assert()
-        .success()
-        .stdout(predicate::function(|s: &str| {
-            s.trim().parse::<usize>().unwrap() > 10_000
-        }));
-}
-
-#[test]
-fn several_files_get_one_summary_each_or_one_combined() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = dir.path().join("a.txt");
-    let b = dir.path().join("b.md");
-    std::fs::write(
-        &a,
-        "The river flooded the valley town after three days of rain.",
-    )
-    .unwrap();
-    std::fs::write(
-        &b,
-        "# Harvest\n\nFarmers reported a record apple harvest this autumn.",
-    )
-    .unwrap();
-    abridge()
-        .args(["summarize", "-m", "smollm2", "-t", "2", "-n", "12"])
-        .args([&a, &b])
-        .assert()
-        .success()
-        .stdout(predicate::str::contains(format!("==> {} <==", a.display())))
-        .stdout(predicate::str::contains(format!("==> {} <==", b.display())));
-    let out = abridge()
-        .args([
-            "summarize",
-            "-m",
-            "smollm2",
-            "-t",
-            "2",
-            "-n",
-            "12",
-            "--combine",
-            "--json",
-        ])
-        .args([&a, &b])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let lines: Vec<&str> = std::str::from_utf8(&out).unwrap().lines().collect();
-    assert_eq!(lines.len(), 1, "one summary for the combined files");
-    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
-    // Both texts are in the one prompt.
-    assert!(v["prompt_tokens"].as_u64().unwrap() > 30);
-}
-
-#[test]
-fn json_format_gives_a_checked_object() {
-    let v = abridge_tests::json_stdout(
-        abridge()
-            .args([
-                "summarize",
-                "-m",
-                "qwen2.5-coder:0.5b",
-                "-t",
-                "2",
-                "--format",
-                "json",
-            ])
-            .arg(abridge_tests::fixture("golden/paragraph.txt")),
-    );
-    assert!(v["title"].is_string());
-    assert!(
-        v["summary"]
-            .as_str()
-            .unwrap()
-            .to_lowercase()
-            .contains("bee")
-    );
-    assert!(v["key_points"].as_array().unwrap().len() >= 2);
-}
-
-#[test]
-fn length_and_words_are_exclusive_and_validated() {
-    abridge()
-        .args(["summarize", "--length", "short", "--words", "50", "-"])
-        .assert()
-        .code(2);
-    abridge()
-        .args(["summarize", "--length", "tiny", "-"])
-        .assert()
-        .code(2);
 }

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use abridge::{ContextWindow, Model, ModelOptions, sampling::argmax};
+use abridge::{Model, ModelOptions};
 use abridge_tests::{golden, ids};
 use serde_json::Value;
 
@@ -69,105 +69,23 @@ fn gemma3_tokenizes_like_llama_cpp() {
     );
 }
 
-/// Largest gap, in llama.cpp's own logits, between the reference token and
-/// ours that counts as a near-tie, where two sets of kernels may rank the two
-/// candidates differently.
-const NEAR_TIE: f32 = 0.1;
-
 /// Largest difference allowed between our logit for llama.cpp's token and
 /// llama.cpp's own. llama.cpp's token-by-token and batched evaluations of the
 /// same tokens differ by up to 0.57 on these prompts; we are within 0.7.
 const MAX_LOGIT_GAP: f32 = 1.0;
 
-/// Whether our pick at `step` is one llama.cpp itself makes for the same
-/// prefix — its token-by-token pick (`reference`) or its pick when the same
-/// tokens are evaluated as one batch — or a near-tie with the reference in
-/// llama.cpp's batched logits. On this prompt llama.cpp's two modes disagree
-/// with each other at steps 12 and 20.
-fn llama_cpp_would_pick(
-    fixture: &Value,
-    step: usize,
-    ours: u32,
-    reference: u32,
-) -> Result<(), String> {
-    let top = fixture["batched"][step]["top"].as_array().unwrap();
-    if top[0][0].as_u64() == Some(u64::from(ours)) {
-        return Ok(());
-    }
-    let logit = |id: u32| {
-        top.iter()
-            .find(|c| c[0].as_u64() == Some(u64::from(id)))
-            .map(|c| c[1].as_f64().unwrap() as f32)
-    };
-    let (Some(ref_logit), Some(our_logit)) = (logit(reference), logit(ours)) else {
-        return Err(format!(
-            "step {step}: we pick {ours}, which is not in llama.cpp's top five"
-        ));
-    };
-    if (ref_logit - our_logit).abs() < NEAR_TIE {
-        Ok(())
-    } else {
-        Err(format!(
-            "step {step}: we pick {ours} but llama.cpp picks {reference}; llama.cpp's logits for them are {our_logit} and {ref_logit}"
-        ))
-    }
-}
-
-/// What a teacher-forced run found.
-struct Agreement {
-    /// Steps where our argmax is llama.cpp's token.
-    exact: usize,
-    /// Steps where it is neither llama.cpp's token nor a pick llama.cpp would make.
-    failures: Vec<String>,
-    /// Largest difference between our logit for llama.cpp's token and its own.
-    worst_logit_gap: f32,
-}
-
-/// Feeds `fixture`'s prompt, then its reference tokens one by one, checking at
-/// each step that our argmax is a pick llama.cpp would make.
-fn teacher_forced(fixture: &Value) -> Agreement {
-    let model = gemma();
-    let prompt = ids(&fixture["prompt_ids"]);
-    let reference = ids(&fixture["generated_ids"]);
-    let mut cache = model.new_cache(ContextWindow::new(1024).unwrap()).unwrap();
-    let mut logits: Vec<f32> = model
-        .forward(&prompt, &mut cache)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let mut exact = 0;
-    let mut failures = Vec::new();
-    let mut worst: f32 = 0.0;
-    for (step, &want) in reference.iter().enumerate() {
-        let ours = argmax(&logits);
-        if ours == want {
-            exact += 1;
-        } else {
-            eprintln!("step {step}: we pick {ours}, llama.cpp {want}");
-            if let Err(e) = llama_cpp_would_pick(fixture, step, ours, want) {
-                failures.push(e);
-            }
-        }
-        // How far our logit for llama.cpp's top token is from llama.cpp's own.
-        let top = &fixture["sequential"][step]["top"][0];
-        let id = top[0].as_u64().unwrap() as usize;
-        worst = worst.max((logits[id] - top[1].as_f64().unwrap() as f32).abs());
-        logits = model
-            .forward(&[want], &mut cache)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-    }
-    eprintln!(
-        "teacher-forced after {} prompt tokens: {exact} of {} steps agree exactly; our logit for llama.cpp's pick is within {worst:.3} of its own",
-        prompt.len(),
-        reference.len()
-    );
-    Agreement {
-        exact,
-        failures,
-        worst_logit_gap: worst,
-    }
+/// Teacher-forces `fixture`'s reference tokens: at a step where we differ,
+/// llama.cpp's batched evaluation of the same tokens must pick ours or be at
+/// a near-tie (on this prompt llama.cpp's two modes disagree with each other
+/// at steps 12 and 20).
+fn teacher_forced(fixture: &Value) -> abridge_tests::Agreement {
+    abridge_tests::teacher_forced(
+        gemma(),
+        &ids(&fixture["prompt_ids"]),
+        &ids(&fixture["generated_ids"]),
+        |step| &fixture["batched"][step]["top"],
+        Some(&|step| &fixture["sequential"][step]["top"]),
+    )
 }
 
 #[test]

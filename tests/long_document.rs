@@ -3,7 +3,7 @@
 
 use std::ops::ControlFlow;
 
-use abridge::request::SavedRequest;
+use abridge::input::SavedRequest;
 use abridge::{ContextWindow, Event, Model, ModelOptions, Stage, Strategy, Summarizer};
 
 /// The seed article followed by six licence texts: over 30,000 tokens.
@@ -37,9 +37,13 @@ fn a_30000_token_document_is_summarized_by_map_reduce_in_a_2048_token_context() 
         .build()
         .unwrap();
 
-    // One pass cannot hold it, and says so.
-    let err = summarizer.prompt_tokens(&doc).unwrap_err().to_string();
-    assert!(err.contains("tokens"), "{err}");
+    // One pass cannot hold it, and says so: it is longer than the model's
+    // whole trained context, not only than this window.
+    let err = summarizer.prompt_tokens(&doc).unwrap_err();
+    assert!(
+        matches!(err, abridge::Error::PromptTooLong { needed, trained: 8192, .. } if needed >= total),
+        "{err}"
+    );
 
     // Every part fits its budget, and the parts cover the text exactly.
     let plan = summarizer.plan(&doc).unwrap();
@@ -104,12 +108,14 @@ fn single_strategy_refuses_a_text_that_does_not_fit() {
         .strategy(Strategy::Single)
         .build()
         .unwrap();
-    let err = summarizer
-        .summarize(&long_document())
-        .unwrap_err()
-        .to_string();
+    let err = summarizer.summarize(&long_document()).unwrap_err();
     assert!(
-        err.contains("--ctx-size") || err.contains("context"),
+        matches!(err, abridge::Error::PromptTooLong { needed, .. } if needed >= 30_000),
         "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("tokens") && message.contains("8192"),
+        "{message}"
     );
 }

@@ -2,8 +2,8 @@
 //! chat prompt, and greedy generation (fixtures in `tests/fixtures/golden`,
 //! produced by llama.cpp; `margins.*.json` by `scripts/reference/margins.py`).
 
-use abridge::template::{Message, Role};
-use abridge::{ContextWindow, Model, ModelOptions, sampling::argmax};
+use abridge::{ContextWindow, Model, ModelOptions};
+use abridge::{Message, Role};
 use abridge_tests::{golden, ids};
 use serde_json::Value;
 
@@ -101,69 +101,27 @@ fn chat_prompt_matches_llama_cpp(case: &Case) {
     );
 }
 
-/// Largest gap, in llama.cpp's own logits, between the reference token and
-/// ours that counts as a near-tie, where two sets of kernels may rank the two
-/// candidates differently.
-const NEAR_TIE: f32 = 0.1;
-
-/// Asserts that our pick at `step` is one llama.cpp itself makes for the same
-/// prefix, or a near-tie for it. The reference was generated token by token;
-/// `margins.*.json` records llama.cpp's top five logits when the same tokens
-/// are evaluated as one batch, and at near-ties the two modes of llama.cpp
-/// disagree with each other (SmolLM2 step 6: 284 batched, 7613 sequential).
-fn assert_llama_cpp_would_pick(margins: &Value, step: usize, ours: u32, reference: u32) {
-    let top = margins["steps"][step]["top"].as_array().unwrap();
-    if top[0][0].as_u64() == Some(u64::from(ours)) {
-        return;
-    }
-    let logit = |id: u32| {
-        top.iter()
-            .find(|c| c[0].as_u64() == Some(u64::from(id)))
-            .map(|c| c[1].as_f64().unwrap() as f32)
-    };
-    let (Some(ref_logit), Some(our_logit)) = (logit(reference), logit(ours)) else {
-        panic!("step {step}: we pick {ours}, which is not in llama.cpp's top five");
-    };
-    assert!(
-        (ref_logit - our_logit).abs() < NEAR_TIE,
-        "step {step}: we pick {ours} but llama.cpp picks {reference}; llama.cpp's logits for them are {our_logit} and {ref_logit}"
-    );
-}
-
+/// The reference was generated token by token; `margins.*.json` records
+/// llama.cpp's top five logits when the same tokens are evaluated as one
+/// batch, which is what a step where we differ is judged against.
 fn greedy_matches_teacher_forced(case: &Case) {
     let model = case.load();
     let g = case.golden("chat_greedy");
     let margins = case.golden("margins");
-    let prompt = ids(&g["prompt_ids"]);
     let reference = ids(&g["generated_ids"]);
     assert_eq!(reference.len(), 64);
-    let mut cache = model.new_cache(ContextWindow::new(1024).unwrap()).unwrap();
-    let mut logits: Vec<f32> = model
-        .forward(&prompt, &mut cache)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let mut exact = 0;
-    for (step, &want) in reference.iter().enumerate() {
-        let ours = argmax(&logits);
-        if ours == want {
-            exact += 1;
-        } else {
-            assert_llama_cpp_would_pick(&margins, step, ours, want);
-        }
-        logits = model
-            .forward(&[want], &mut cache)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-    }
-    eprintln!(
-        "{}: {exact} of 64 teacher-forced steps agree exactly",
-        case.fixture
+    let a = abridge_tests::teacher_forced(
+        &model,
+        &ids(&g["prompt_ids"]),
+        &reference,
+        |step| &margins["steps"][step]["top"],
+        None,
     );
+    assert!(a.failures.is_empty(), "{}: {:#?}", case.fixture, a.failures);
     assert!(
-        exact >= case.min_exact,
-        "only {exact} of 64 teacher-forced steps agree exactly"
+        a.exact >= case.min_exact,
+        "only {} of 64 teacher-forced steps agree exactly",
+        a.exact
     );
 }
 
@@ -174,8 +132,12 @@ fn free_running_greedy_forks_only_at_a_near_tie(case: &Case) -> usize {
     let prompt = ids(&g["prompt_ids"]);
     let reference = ids(&g["generated_ids"]);
     let mut cache = model.new_cache(ContextWindow::new(1024).unwrap()).unwrap();
+    // Plain greedy, as llama.cpp's reference was made: no penalties, no
+    // loop guard.
     let options = abridge::GenerateOptions {
         max_tokens: 64,
+        sampling: abridge::SamplingOptions::greedy(),
+        text: abridge::TextPolicy::default(),
         ..Default::default()
     };
     let out = abridge::generate(&model, &mut cache, &prompt, &options, &mut |_| {
@@ -193,7 +155,9 @@ fn free_running_greedy_forks_only_at_a_near_tie(case: &Case) -> usize {
         case.fixture
     );
     if agree < reference.len() {
-        assert_llama_cpp_would_pick(&margins, agree, out.tokens[agree], reference[agree]);
+        let top = &margins["steps"][agree]["top"];
+        abridge_tests::llama_cpp_would_pick(top, agree, out.tokens[agree], reference[agree])
+            .unwrap();
     }
     agree
 }

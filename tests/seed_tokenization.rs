@@ -4,7 +4,7 @@
 //! `tests/synth.rs`, which builds it from `tokenizer.model.v1`.
 
 use abridge::gguf::GgufFile;
-use abridge::request::SavedRequest;
+use abridge::input::SavedRequest;
 use abridge::tokenizer::Tokenizer;
 
 fn check(file: &str, fixture: &str) {

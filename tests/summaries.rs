@@ -1,45 +1,126 @@
-//! What the summaries say: the best small model available offline, on the
-//! seed request, must produce a summary a reader would recognise.
+//! What the summaries say, with the settings a user gets: on real documents
+//! of different kinds that no one here wrote (`tests/fixtures/quality`), and
+//! the seed article, a summary never repeats a sentence, repeats almost no
+//! run of four words, ends with a complete sentence, and lands near the
+//! length asked for.
+//!
+//! Each test collects every problem before failing, so one run shows them
+//! all. Models run on one thread each: the test harness runs two tests at
+//! once on this project's two cores.
 
-use assert_cmd::Command;
+use abridge::input::SavedRequest;
+use abridge::quality;
+use abridge::{Length, Model, ModelOptions, Summarizer};
+
+/// The documents, by file name, as the summarizer reads them.
+fn documents() -> Vec<(String, String)> {
+    [
+        "artistic-1.0-perl.txt",
+        "grep-news.txt",
+        "xdg-shared-mime-info-spec.txt",
+        "gzip.1.txt",
+        "sqlite-about.html",
+        "sqlite-copyright-release.pdf",
+    ]
+    .iter()
+    .map(|name| {
+        let bytes = std::fs::read(abridge_tests::fixture(&format!("quality/{name}"))).unwrap();
+        let text = abridge::input::extract(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        (name.to_string(), text)
+    })
+    .collect()
+}
+
+fn seed_article() -> (String, String) {
+    let seed = SavedRequest::from_file(&abridge_tests::fixture("seed-request.json")).unwrap();
+    ("seed-request.json".into(), seed.article)
+}
+
+fn model(file: &str) -> Model {
+    Model::load_with(abridge_tests::model(file), ModelOptions::new().threads(1)).unwrap()
+}
+
+const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const QWEN: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+
+/// Most of a summary's runs of four words that may repeat an earlier one.
+const MAX_REPEATED_4GRAMS: f64 = 0.05;
+
+/// Summarizes every document and returns what is wrong with the summaries.
+fn problems(model: Model, docs: &[(String, String)], words: Option<usize>) -> Vec<String> {
+    let mut builder = Summarizer::builder(model);
+    if let Some(n) = words {
+        builder = builder.length(Length::Words(n));
+    }
+    let summarizer = builder.build().unwrap();
+    let mut found = Vec::new();
+    for (name, text) in docs {
+        let summary = summarizer.summarize(text).unwrap();
+        let s = &summary.text;
+        let report = quality::report(s, words, None, None);
+        eprintln!(
+            "{name}: {} words, stopped by {:?}, repeated 4-grams {:.1}%:\n{s}\n",
+            report.words,
+            summary.stop_reason,
+            report.repeated_4gram_share * 100.0
+        );
+        let mut wrong = |what: String| found.push(format!("{name}: {what}\n---\n{s}\n---"));
+        if report.words == 0 {
+            wrong("the summary is empty".into());
+            continue;
+        }
+        if report.repeated_sentences > 0 {
+            wrong(format!(
+                "repeats sentences: {:?}",
+                quality::repeated_sentences(s)
+            ));
+        }
+        if report.repeated_4gram_share >= MAX_REPEATED_4GRAMS {
+            wrong(format!(
+                "{:.1}% of its 4-grams repeat",
+                report.repeated_4gram_share * 100.0
+            ));
+        }
+        if !report.complete {
+            wrong("does not end with a complete sentence".into());
+        }
+        if let Some(error) = report.length_error
+            && error.abs() > 0.25
+        {
+            wrong(format!(
+                "{} words for a target of {}",
+                report.words,
+                words.unwrap_or_default()
+            ));
+        }
+    }
+    found
+}
+
+fn assert_no_problems(found: Vec<String>) {
+    assert!(found.is_empty(), "{}", found.join("\n\n"));
+}
 
 #[test]
-fn qwen_summarizes_the_seed_article_sensibly() {
-    let v = abridge_tests::json_stdout(
-        Command::cargo_bin("abridge")
-            .unwrap()
-            .args(["summarize", "--request"])
-            .arg(abridge_tests::fixture("seed-request.json"))
-            .args([
-                "--model",
-                "qwen2.5-coder:0.5b-instruct-q4_K_M",
-                "-t",
-                "2",
-                "-n",
-                "200",
-                "--json",
-            ]),
-    );
-    let summary = v["summary"].as_str().unwrap();
-    let lower = summary.to_lowercase();
-    assert!(
-        lower.contains("azure openai"),
-        "does not name the service: {summary}"
-    );
-    let named = abridge_tests::terms_named(
-        summary,
-        &[
-            "reliab",
-            "secur",
-            "cost",
-            "operational excellence",
-            "performance",
-        ],
-    );
-    assert!(
-        named.len() >= 2,
-        "names {named:?} of the five pillars: {summary}"
-    );
-    // It is a summary, not the article: far shorter, and it ends when the model is done.
-    assert!(summary.len() < 2000, "{} characters", summary.len());
+fn smollm2_default_summaries_neither_loop_nor_stop_mid_sentence() {
+    let mut docs = documents();
+    docs.push(seed_article());
+    assert_no_problems(problems(model(SMOLLM2), &docs, None));
+}
+
+/// The seed article through Qwen is the README's first command, tested in
+/// the CLI's own tests (`crates/abridge-cli/tests/summaries.rs`).
+#[test]
+fn qwen_default_summaries_neither_loop_nor_stop_mid_sentence() {
+    assert_no_problems(problems(model(QWEN), &documents(), None));
+}
+
+#[test]
+fn smollm2_summaries_of_100_words_land_within_a_quarter() {
+    assert_no_problems(problems(model(SMOLLM2), &documents(), Some(100)));
+}
+
+#[test]
+fn qwen_summaries_of_100_words_land_within_a_quarter() {
+    assert_no_problems(problems(model(QWEN), &documents(), Some(100)));
 }

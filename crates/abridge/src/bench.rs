@@ -61,13 +61,51 @@ impl Throughput {
     }
 }
 
+impl serde::Serialize for Throughput {
+    /// `{"median", "runs"}`, in tokens/s.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("median", &self.median())?;
+        m.serialize_entry("runs", &self.runs)?;
+        m.end()
+    }
+}
+
 /// The result of [`run`].
+///
+/// Serialized as `{"pp": {"median", "runs"} | null, "tg": [{"depth",
+/// "median", "runs"}, …]}`, in tokens/s.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchReport {
     /// Prompt processing, when measured.
     pub prompt: Option<Throughput>,
     /// Generation at each requested depth, in the order asked.
     pub generation: Vec<(usize, Throughput)>,
+}
+
+impl serde::Serialize for BenchReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        #[derive(serde::Serialize)]
+        struct AtDepth<'a> {
+            depth: usize,
+            #[serde(flatten)]
+            throughput: &'a Throughput,
+        }
+        let tg: Vec<AtDepth<'_>> = self
+            .generation
+            .iter()
+            .map(|(depth, throughput)| AtDepth {
+                depth: *depth,
+                throughput,
+            })
+            .collect();
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("pp", &self.prompt)?;
+        m.serialize_entry("tg", &tg)?;
+        m.end()
+    }
 }
 
 /// Tokens spread over the vocabulary, away from the special tokens at its ends.
@@ -127,7 +165,7 @@ pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {
             let mut token = context[0];
             for _ in 0..options.generated_tokens {
                 let logits = model.forward(&[token], cache)?;
-                token = crate::sampling::argmax(&logits.to_vec1::<f32>()?);
+                token = crate::generate::argmax(&logits.to_vec1::<f32>()?);
             }
             let tps = options.generated_tokens as f64 / start.elapsed().as_secs_f64();
             throughput.runs.push(tps);

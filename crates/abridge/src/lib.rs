@@ -12,25 +12,29 @@
 //! token, cap the context, and build tokenizers only for GPT-2 vocabularies.
 //! A summarizer lives on long prompts, so those parts have to be tuned here.
 //!
-//! # Pieces
+//! # Layout
 //!
-//! - [`gguf`]: opening a model file, validated before anything trusts it;
-//! - [`tokenizer`]: the vocabulary from the file's own metadata;
-//! - [`sentencepiece`]: reading a SentencePiece `tokenizer.model`;
-//! - [`template`]: chat prompts from the file's Jinja template;
-//! - [`transformer`] and [`kv_cache`]: the network and its state;
-//! - [`gemma3`]: the Gemma 3 network (sliding-window attention, extra norms);
-//! - [`quant`]: our own matmul kernels for block types candle runs slowly;
-//! - [`model`]: all of the above, loaded together;
-//! - [`sampling`] and [`generate`]: the decode loop;
-//! - [`summarize`] and [`chunk`]: the [`Summarizer`], and splitting long texts for it;
-//! - [`registry`]: model names and where their files are (abridge's directory,
-//!   the Hugging Face cache, Ollama's store), with no network;
-//! - [`pull`]: downloading a catalogued model, resumable and verified;
+//! The crate root is the whole API most programs need: load a [`Model`],
+//! build a [`Summarizer`], call it. Beneath it, one module per concept:
+//!
+//! - [`gguf`]: reading (memory-mapped, validated), writing and inspecting
+//!   GGUF files;
+//! - [`tokenizer`]: the vocabulary from the file's own metadata, SentencePiece
+//!   models, and chat prompts from the file's Jinja template;
+//! - `model`: the loaded [`Model`], its [`KvCache`], and one file per
+//!   [`Architecture`] family over a shared decoder skeleton;
+//! - `kernels`: our own CPU kernels (legacy quantized matmul, attention over
+//!   the f16 cache), chosen at run time by what the CPU offers;
+//! - `generate`: the decode loop ([`generate()`]) and the [`Sampler`];
+//! - `summarize`: the [`Summarizer`], long texts by map-reduce, prompt
+//!   directives and checking of JSON answers;
+//! - [`quality`]: measures of a summary (repetition, completeness, length,
+//!   coverage, ROUGE-L), shared by the tests and `abridge eval`;
+//! - [`input`]: text, HTML and PDF documents, and saved requests;
+//! - [`registry`]: model names, where their files are (abridge's directory,
+//!   the Hugging Face cache, Ollama's store), and downloads;
 //! - [`bench`]: prompt and generation throughput, as llama-bench measures it;
-//! - [`synth`]: writing GGUF files, and a synthetic Mistral-7B for benchmarks;
-//! - [`input`], [`document`] and [`request`]: the text to summarize (plain, HTML or
-//!   PDF), and saved requests.
+//! - [`synth`]: a synthetic Mistral-7B for benchmarks without the download.
 //!
 //! # Example
 //!
@@ -53,38 +57,44 @@
 //! ```
 
 #![deny(missing_docs)]
+// The library reports through results and callbacks; printing is the caller's choice.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
-mod attention;
 pub mod bench;
-pub mod chunk;
-pub mod document;
-pub mod error;
-pub mod gemma3;
-pub mod generate;
+mod error;
+mod generate;
 pub mod gguf;
 pub mod input;
-pub mod kv_cache;
-pub mod model;
-pub mod pull;
-pub mod quant;
+#[doc(hidden)]
+pub mod kernels;
+mod model;
+pub mod quality;
 pub mod registry;
-pub mod request;
 mod rng;
-pub mod sampling;
-pub mod sentencepiece;
-pub mod summarize;
+mod summarize;
 pub mod synth;
-pub mod template;
 pub mod tokenizer;
-pub mod transformer;
 
+pub use candle_core::{Device, Tensor};
 pub use error::{Error, Result};
 pub use generate::{
-    Event, GenerateOptions, Generation, GenerationStats, Stage, StopReason, generate,
+    Cancel, Event, GenerateOptions, Generation, GenerationStats, Sampler, SamplingOptions, Stage,
+    StopReason, TextPolicy, argmax, generate,
 };
-pub use model::{CausalLm, ContextWindow, Model, ModelInfo, ModelOptions};
-pub use sampling::SamplingOptions;
+pub use model::{
+    Architecture, CacheShape, CausalLm, ContextWindow, DEFAULT_CONTEXT, KvCache, Model, ModelInfo,
+    ModelOptions,
+};
 pub use summarize::{
-    Length, OutputFormat, Strategy, Summarizer, SummarizerBuilder, Summary, SummaryStats,
+    Chunk, Length, OutputFormat, Plan, Strategy, Summarizer, SummarizerBuilder, Summary,
+    SummaryStats, parse_json_summary, split_text,
 };
+pub use tokenizer::template::{ChatTemplate, Message, Role};
 pub use tokenizer::{TokenId, Tokenizer};
+
+// Summaries and models are shared across threads by servers and batch jobs.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<Model>();
+    shared::<Summarizer>();
+};

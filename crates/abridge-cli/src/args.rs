@@ -1,0 +1,436 @@
+//! The command line: every subcommand's arguments, and their conversion into
+//! the library's types.
+
+use std::path::PathBuf;
+
+use abridge::{Length, OutputFormat, SamplingOptions, Strategy};
+use clap::{Args, Parser, Subcommand};
+
+/// Summarize text offline with a local GGUF model.
+#[derive(Parser)]
+#[command(name = "abridge", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Summarize a text file (or standard input) and stream the summary to stdout.
+    Summarize(SummarizeArgs),
+    /// Count the tokens of a text as a model sees them.
+    Tokenize(TokenizeArgs),
+    /// Measure prompt-processing (pp) and generation (tg) throughput, as llama-bench does.
+    Bench(BenchArgs),
+    /// Summarize a set of documents and measure the summaries: repetition,
+    /// length against the target, complete sentences, key-term coverage, ROUGE-L.
+    Eval(EvalArgs),
+    /// Write a synthetic checkpoint (real shapes, quantization mix and vocabulary,
+    /// random weights) to benchmark a model without downloading it.
+    Synth(SynthArgs),
+    /// List, inspect, download and remove models.
+    Models(ModelsArgs),
+}
+
+impl Command {
+    /// The `--threads` the command was given, if it runs a model.
+    pub fn threads(&self) -> Option<usize> {
+        match self {
+            Command::Summarize(a) => a.model.threads,
+            Command::Tokenize(a) => a.model.threads,
+            Command::Bench(a) => a.model.threads,
+            Command::Eval(a) => a.threads,
+            Command::Synth(_) | Command::Models(_) => None,
+        }
+    }
+
+    /// The `--models-file` the command was given.
+    pub fn models_file(&self) -> Option<&std::path::Path> {
+        match self {
+            Command::Summarize(a) => a.model.models_file.as_deref(),
+            Command::Tokenize(a) => a.model.models_file.as_deref(),
+            Command::Bench(a) => a.model.models_file.as_deref(),
+            Command::Eval(a) => a.models_file.as_deref(),
+            Command::Models(a) => a.models_file.as_deref(),
+            Command::Synth(_) => None,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ModelArgs {
+    /// A GGUF file, or a model name from models.toml (default: $ABRIDGE_MODEL, or
+    /// the catalogue's default, mistral:7b-instruct-v0.2-q4_K_M).
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// CPU threads (default: all cores).
+    #[arg(long, short)]
+    pub threads: Option<usize>,
+    /// A catalogue file that extends the shipped models.toml (default:
+    /// $XDG_CONFIG_HOME/abridge/models.toml, when it exists).
+    #[arg(long, value_name = "PATH")]
+    pub models_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct SummarizeArgs {
+    /// Files to summarize (text, Markdown, HTML or PDF, recognised by content),
+    /// one summary each; `-` or nothing reads standard input.
+    #[arg(conflicts_with = "request")]
+    pub files: Vec<PathBuf>,
+    /// One summary of all the files together.
+    #[arg(long)]
+    pub combine: bool,
+    /// Summary length: short (2-3 sentences, ~50 words), medium (a paragraph,
+    /// ~120 words), long (~300 words).
+    #[arg(long, value_enum, conflicts_with = "words")]
+    pub length: Option<LengthArg>,
+    /// Summary length in words (about; generation stops at a sentence end near it).
+    #[arg(long)]
+    pub words: Option<usize>,
+    /// Form of the summary; json gives {"title", "summary", "key_points"}, validated.
+    #[arg(long, value_enum, default_value = "paragraph")]
+    pub format: FormatArg,
+    /// Replay a saved request (JSON with URL-encoded `history`, `model`, `systemText`).
+    #[arg(long, value_name = "FILE")]
+    pub request: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// System prompt.
+    #[arg(long, short)]
+    pub system: Option<String>,
+    /// The instruction placed before the text.
+    #[arg(long, short)]
+    pub prompt: Option<String>,
+    /// Most tokens in the summary (default: 512, or what --length/--words need);
+    /// a summary that reaches it ends at its last complete sentence.
+    #[arg(long, short = 'n')]
+    pub max_tokens: Option<usize>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Keep generating when the summary starts repeating itself (the loop
+    /// guard stops it at the last new sentence by default).
+    #[arg(long)]
+    pub no_loop_guard: bool,
+    /// Context window in tokens (default: the model's, at most 8192).
+    #[arg(long, short = 'c')]
+    pub ctx_size: Option<usize>,
+    /// single: one pass (a text that does not fit is an error); map-reduce:
+    /// summarize parts then combine; auto: single when the text fits.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub strategy: StrategyArg,
+    /// Download the model from Hugging Face first when it is not on this machine.
+    #[arg(long)]
+    pub pull: bool,
+    /// Print statistics (tokens, tokens/s, timings) to stderr.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Print one JSON object with the summary and statistics instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress display.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// How tokens are chosen. The defaults are deterministic (greedy) with
+/// penalties that keep small models out of loops; `--greedy` turns them off.
+#[derive(Args, Clone)]
+pub struct SamplingArgs {
+    /// Plain greedy decoding with every penalty off (what llama.cpp's greedy
+    /// sampler does): for comparisons, not for reading.
+    #[arg(long)]
+    pub greedy: bool,
+    /// Sampling temperature; 0 is greedy (deterministic).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Sample among the k most likely tokens (0: all).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Sample among the most likely tokens totalling this probability.
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Drop tokens less likely than this share of the most likely one.
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// Penalty for repeating recent tokens (1: off; default 1.1 over the last 64, as Ollama).
+    #[arg(long)]
+    pub repeat_penalty: Option<f32>,
+    /// How many recent tokens the repeat, presence and frequency penalties look at.
+    #[arg(long)]
+    pub repeat_last_n: Option<usize>,
+    /// Subtracted from the logit of every token already in the window (0: off).
+    #[arg(long)]
+    pub presence_penalty: Option<f32>,
+    /// Subtracted per occurrence in the window (0: off).
+    #[arg(long)]
+    pub frequency_penalty: Option<f32>,
+    /// DRY penalty on tokens that would extend a repeated sequence (0: off;
+    /// default 0.8, base 1.75, allowed length 2, as llama.cpp suggests).
+    #[arg(long)]
+    pub dry_multiplier: Option<f32>,
+    /// Random seed for sampling.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    /// The options these flags ask for, over the summary defaults (or plain
+    /// greedy with `--greedy`).
+    pub fn options(&self) -> SamplingOptions {
+        let mut o = if self.greedy {
+            SamplingOptions::greedy()
+        } else {
+            SamplingOptions::default()
+        };
+        macro_rules! set {
+            ($($field:ident),*) => {$(
+                if let Some(v) = self.$field {
+                    o.$field = v;
+                }
+            )*};
+        }
+        set!(
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repeat_penalty,
+            repeat_last_n,
+            presence_penalty,
+            frequency_penalty,
+            dry_multiplier,
+            seed
+        );
+        o
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LengthArg {
+    Short,
+    Medium,
+    Long,
+}
+
+impl From<LengthArg> for Length {
+    fn from(l: LengthArg) -> Self {
+        match l {
+            LengthArg::Short => Length::Short,
+            LengthArg::Medium => Length::Medium,
+            LengthArg::Long => Length::Long,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    Paragraph,
+    Bullets,
+    Markdown,
+    Json,
+}
+
+impl From<FormatArg> for OutputFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Paragraph => OutputFormat::Paragraph,
+            FormatArg::Bullets => OutputFormat::Bullets,
+            FormatArg::Markdown => OutputFormat::Markdown,
+            FormatArg::Json => OutputFormat::Json,
+        }
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum StrategyArg {
+    Auto,
+    Single,
+    MapReduce,
+}
+
+impl From<StrategyArg> for Strategy {
+    fn from(s: StrategyArg) -> Self {
+        match s {
+            StrategyArg::Auto => Strategy::Auto,
+            StrategyArg::Single => Strategy::Single,
+            StrategyArg::MapReduce => Strategy::MapReduce,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct TokenizeArgs {
+    /// Text file; `-` or nothing reads standard input.
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Also print the token ids, one per line.
+    #[arg(long)]
+    pub ids: bool,
+    /// Print a JSON object with the count and the ids.
+    #[arg(long, conflicts_with = "ids")]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt tokens for the pp test (0: skip).
+    #[arg(long, short = 'p', default_value_t = 512)]
+    pub prompt_tokens: usize,
+    /// Generated tokens for the tg test (0: skip).
+    #[arg(long, short = 'n', default_value_t = 128)]
+    pub gen_tokens: usize,
+    /// Tokens already in the context before the tg test starts; several
+    /// (`--depth 64,6000`) give one tg test each, measured in turn.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub depth: Vec<usize>,
+    /// Repetitions of each test.
+    #[arg(long, short = 'r', default_value_t = 3)]
+    pub repetitions: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Documents to summarize (text, HTML or PDF; a saved request is read as
+    /// its article, and its recorded answer is the reference for ROUGE-L).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Models to compare (names or paths).
+    #[arg(long, short, value_delimiter = ',', default_value = "smollm2")]
+    pub models: Vec<String>,
+    /// Settings to compare: default (abridge's), greedy (plain), ollama
+    /// (Ollama's defaults: repeat penalty 1.1 over 64 tokens, no loop guard).
+    #[arg(long, value_delimiter = ',', default_value = "default,greedy,ollama")]
+    pub settings: Vec<SettingsArg>,
+    /// Target length in words (also reported as the length error).
+    #[arg(long)]
+    pub words: Option<usize>,
+    /// Most tokens in each summary.
+    #[arg(long, short = 'n')]
+    pub max_tokens: Option<usize>,
+    /// CPU threads (default: all cores).
+    #[arg(long, short)]
+    pub threads: Option<usize>,
+    /// A catalogue file that extends the shipped models.toml.
+    #[arg(long, value_name = "PATH")]
+    pub models_file: Option<PathBuf>,
+    /// Print JSON (one object per summary, then the table's rows) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The named sampling settings `abridge eval` compares.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SettingsArg {
+    Default,
+    Greedy,
+    Ollama,
+}
+
+impl SettingsArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            SettingsArg::Default => "default",
+            SettingsArg::Greedy => "greedy",
+            SettingsArg::Ollama => "ollama",
+        }
+    }
+
+    /// Sampling and whether the loop guard runs.
+    pub fn sampling(self) -> (SamplingOptions, bool) {
+        match self {
+            SettingsArg::Default => (SamplingOptions::default(), true),
+            SettingsArg::Greedy => (SamplingOptions::greedy(), false),
+            SettingsArg::Ollama => (
+                SamplingOptions {
+                    repeat_penalty: 1.1,
+                    repeat_last_n: 64,
+                    ..SamplingOptions::greedy()
+                },
+                false,
+            ),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct SynthArgs {
+    /// The model to imitate (supported: mistral-7b-instruct-v0.2).
+    pub model: String,
+    /// Its quantization (supported: q4_K_M).
+    #[arg(long, default_value = "q4_K_M")]
+    pub quant: String,
+    /// Mistral's SentencePiece tokenizer.model (default: mistral-tokenizer.model.v1
+    /// in the model directory, where `scripts/fetch-models` puts it; without one, a
+    /// placeholder vocabulary).
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: Option<PathBuf>,
+    /// Write only this many transformer blocks (default: all of them).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The file to write.
+    #[arg(long, short, value_name = "OUT.gguf")]
+    pub output: PathBuf,
+    /// No progress display.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    pub command: ModelsCommand,
+    /// A catalogue file that extends the shipped models.toml (default:
+    /// $XDG_CONFIG_HOME/abridge/models.toml, when it exists).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub models_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum ModelsCommand {
+    /// Every catalogued model, and every model in Ollama's store: size,
+    /// architecture, whether it is on this machine and where.
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a model file says about itself: architecture, parameters,
+    /// quantization, context length, chat template, tokenizer.
+    Show {
+        /// A model name, an Ollama tag or a path.
+        name: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a model from Hugging Face into abridge's model directory
+    /// (resumable; size and sha256 checked before it is used).
+    Pull {
+        /// A catalogued model name.
+        name: String,
+        /// No progress display.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Delete a model from abridge's model directory (never from the Hugging
+    /// Face cache or Ollama's store).
+    Rm {
+        /// A catalogued model name.
+        name: String,
+    },
+    /// Print the path of a model's file, found without any network.
+    Path {
+        /// A model name, an Ollama tag or a path.
+        name: String,
+    },
+}

@@ -1,0 +1,291 @@
+//! `abridge summarize`: the main job.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use abridge::input::SavedRequest;
+use abridge::registry::pull::PullOptions;
+use abridge::registry::{self, Catalogue};
+use abridge::{Cancel, ContextWindow, Event, Length, Stage, StopReason, Summarizer, Summary};
+use anyhow::{Context, Result};
+
+use super::{INTERRUPTED, load_model, read_document};
+use crate::args::{FormatArg, SummarizeArgs};
+use crate::output::progress_bar;
+
+/// One text to summarize and what to call it.
+struct Document {
+    label: String,
+    text: String,
+}
+
+pub fn run(args: SummarizeArgs) -> Result<ExitCode> {
+    let request = args
+        .request
+        .as_deref()
+        .map(SavedRequest::from_file)
+        .transpose()?;
+    let docs = documents(&args, request.as_ref())?;
+    let requested = request.as_ref().and_then(|r| r.model.as_deref());
+    if args.pull {
+        pull_missing(&args, requested)?;
+    }
+    let (name, model) = load_model(&args.model, requested)?;
+    let model = Arc::new(model);
+    let cancel = Cancel::new();
+    let summarizer = summarizer(&args, request.as_ref(), model.clone(), cancel.clone())?;
+    if args.verbose {
+        let window = summarizer.context();
+        eprintln!(
+            "context {} tokens: the KV cache takes {:.0} MiB",
+            window.tokens(),
+            model.cache_bytes(window) as f64 / (1u64 << 20) as f64
+        );
+    }
+    ctrlc::set_handler(move || cancel.cancel()).context("cannot install the Ctrl-C handler")?;
+    let several = docs.len() > 1;
+    for (i, doc) in docs.iter().enumerate() {
+        if several && !args.json {
+            let mut stdout = std::io::stdout().lock();
+            if i > 0 {
+                writeln!(stdout)?;
+            }
+            writeln!(stdout, "==> {} <==", doc.label)?;
+        }
+        let outcome = summarize_one(&args, &summarizer, &name, doc, several)?;
+        if outcome != ExitCode::SUCCESS {
+            return Ok(outcome);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--pull`: downloads the model when it is catalogued and is nowhere on
+/// this machine.
+fn pull_missing(args: &SummarizeArgs, requested: Option<&str>) -> Result<()> {
+    let catalogue = Catalogue::load(args.model.models_file.as_deref())?;
+    let name = registry::model_name(args.model.model.as_deref().or(requested), &catalogue);
+    let bar = progress_bar(
+        "{bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+        args.quiet,
+    );
+    let pulled = registry::pull_if_missing(&name, &catalogue, &PullOptions::from_env(), |p| {
+        if let Some(bar) = &bar {
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+        }
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if let Some(p) = pulled? {
+        eprintln!("pulled {name} into {}", p.path.display());
+    }
+    Ok(())
+}
+
+fn summarizer(
+    args: &SummarizeArgs,
+    request: Option<&SavedRequest>,
+    model: Arc<abridge::Model>,
+    cancel: Cancel,
+) -> Result<Summarizer> {
+    let mut builder = Summarizer::builder(model)
+        .sampling(args.sampling.options())
+        .loop_guard(!args.no_loop_guard)
+        .format(args.format.into())
+        .strategy(args.strategy.into())
+        .cancel(cancel);
+    if let Some(words) = args.words {
+        builder = builder.length(Length::Words(words));
+    } else if let Some(length) = args.length {
+        builder = builder.length(length.into());
+    }
+    if let Some(n) = args.max_tokens {
+        builder = builder.max_tokens(n);
+    }
+    if let Some(system) = args.system.clone().or_else(|| request?.system.clone()) {
+        builder = builder.system(system);
+    }
+    let instruction = args
+        .prompt
+        .clone()
+        .or_else(|| request.map(|r| r.question.clone()));
+    if let Some(instruction) = instruction {
+        builder = builder.instruction(instruction);
+    }
+    if let Some(c) = args.ctx_size {
+        let window = ContextWindow::new(c).context("--ctx-size must be at least 1")?;
+        builder = builder.context(window);
+    }
+    Ok(builder.build()?)
+}
+
+fn documents(args: &SummarizeArgs, request: Option<&SavedRequest>) -> Result<Vec<Document>> {
+    let docs = match request {
+        Some(r) => vec![Document {
+            label: "request".into(),
+            text: r.article.clone(),
+        }],
+        None if args.files.is_empty() => vec![Document {
+            label: "-".into(),
+            text: read_document(None)?,
+        }],
+        None => args
+            .files
+            .iter()
+            .map(|f: &PathBuf| {
+                Ok(Document {
+                    label: f.display().to_string(),
+                    text: read_document(Some(f)).with_context(|| format!("{}", f.display()))?,
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    for d in &docs {
+        abridge::input::check(&d.text).with_context(|| d.label.clone())?;
+    }
+    if args.combine && docs.len() > 1 {
+        let text = docs
+            .iter()
+            .map(|d| d.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        return Ok(vec![Document {
+            label: "combined".into(),
+            text,
+        }]);
+    }
+    Ok(docs)
+}
+
+fn summarize_one(
+    args: &SummarizeArgs,
+    summarizer: &Summarizer,
+    name: &str,
+    doc: &Document,
+    several: bool,
+) -> Result<ExitCode> {
+    let progress = progress_bar("{msg} {bar:30} {pos}/{len} tokens ({per_sec})", args.quiet);
+    if let Some(bar) = &progress {
+        bar.set_message("reading prompt");
+    }
+    // JSON output is checked before it is printed, so it is not streamed.
+    let stream = !args.json && args.format != FormatArg::Json;
+    let mut stdout = std::io::stdout().lock();
+    let mut started = false;
+    let mut write_error = None;
+    let summary = summarizer.summarize_with(&doc.text, |event| {
+        match event {
+            Event::PromptProgress { done, total } => {
+                if let Some(bar) = &progress {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                }
+            }
+            Event::Stage {
+                stage,
+                index,
+                count,
+            } => {
+                if let Some(bar) = &progress {
+                    bar.reset();
+                    bar.set_message(match stage {
+                        Stage::Part => format!("summarizing part {index}/{count}"),
+                        Stage::Combine => "combining the parts".to_owned(),
+                    });
+                }
+            }
+            Event::Text(piece) if stream => {
+                if let Some(bar) = &progress {
+                    bar.finish_and_clear();
+                }
+                // The first token often carries the space that separates it from
+                // the prompt; a summary starts at its first visible character.
+                let piece = if started { piece } else { piece.trim_start() };
+                started |= !piece.is_empty();
+                if let Err(e) = stdout
+                    .write_all(piece.as_bytes())
+                    .and_then(|()| stdout.flush())
+                {
+                    write_error = Some(e);
+                    return ControlFlow::Break(());
+                }
+            }
+            Event::Text(_) => {}
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    let summary = summary?;
+    if let Some(e) = write_error {
+        // A closed pipe (`abridge … | head`) is the reader's choice, not a failure.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(ExitCode::SUCCESS);
+        }
+        return Err(e).context("cannot write the summary");
+    }
+    if args.json {
+        let mut out = serde_json::to_value(&summary)?;
+        out["model"] = name.into();
+        out["model_path"] = summarizer.model().info().path.display().to_string().into();
+        if several {
+            out["file"] = doc.label.clone().into();
+        }
+        writeln!(stdout, "{out}")?;
+    } else if let Some(v) = &summary.json {
+        writeln!(stdout, "{}", serde_json::to_string_pretty(v)?)?;
+    } else if started {
+        writeln!(stdout)?;
+    }
+    if args.verbose {
+        print_stats(summarizer, name, &summary);
+    }
+    if summary.stop_reason == StopReason::Cancelled {
+        eprintln!("interrupted: the summary above is incomplete");
+        return Ok(ExitCode::from(INTERRUPTED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_stats(summarizer: &Summarizer, name: &str, summary: &Summary) {
+    let model = summarizer.model();
+    let stats = &summary.stats;
+    let g = &stats.generation;
+    let parts = if stats.parts > 0 {
+        format!(", in {} parts", stats.parts)
+    } else {
+        String::new()
+    };
+    let trimmed = if summary.trimmed {
+        " (an unfinished last sentence was dropped)"
+    } else {
+        ""
+    };
+    let reason = serde_json::to_value(summary.stop_reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    eprintln!(
+        "model {name} ({}), {} threads, context {}\n\
+         prompt: {} tokens in {:.2} s ({:.1} tokens/s){parts}\n\
+         summary: {} tokens in {:.2} s ({:.1} tokens/s), stopped by {reason}{trimmed}\n\
+         load {:.2} s, total {:.2} s",
+        model.info().path.display(),
+        model.threads(),
+        stats.context.tokens(),
+        g.prompt_tokens,
+        g.prompt_time.as_secs_f64(),
+        g.prompt_tokens_per_second(),
+        g.generated_tokens,
+        g.generation_time.as_secs_f64(),
+        g.generation_tokens_per_second(),
+        stats.load_time.as_secs_f64(),
+        stats.total_time.as_secs_f64(),
+    );
+}

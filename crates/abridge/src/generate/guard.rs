@@ -1,0 +1,354 @@
+//! What stands between the decoded text and the reader: whole sentences, a
+//! loop guard and a length target.
+//!
+//! Penalties in the sampler make loops unlikely; this makes them visible and
+//! short. Text is held back until the sentence it belongs to is complete, so
+//! a generation that must stop early (token limit, a loop, the length
+//! reached) ends at a sentence boundary and nothing already shown has to be
+//! taken back.
+
+use std::collections::HashSet;
+
+use super::StopReason;
+use crate::quality;
+
+/// A run of this many words that already occurred in the output means the
+/// model is looping: no summary repeats eight words verbatim on purpose.
+const LOOP_WORDS: usize = 8;
+
+/// Words at the end of the output whose variety is watched: a model stuck in
+/// a loop that varies a word ("delivered via recommendations provided by
+/// recommendations delivered via …") never repeats eight words in a row,
+/// but it keeps using the same few.
+const RECENT_WORDS: usize = 24;
+
+/// Fewest different words among the last [`RECENT_WORDS`] before the output
+/// counts as a loop. Summaries measured here use 18 to 21 (the function
+/// words repeat); the loop above used 8.
+const MIN_DISTINCT_WORDS: usize = 12;
+
+/// Sentences shorter than this may repeat ("See below.").
+const MIN_SENTENCE_WORDS: usize = 4;
+
+/// How the decode loop shapes its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TextPolicy {
+    /// Release text only in whole sentences, and drop an unfinished one when
+    /// generation has to stop early.
+    pub whole_sentences: bool,
+    /// Stop when the output starts repeating itself.
+    pub loop_guard: bool,
+    /// About this many words: generation stops at the first sentence end
+    /// past 85% of it.
+    pub target_words: Option<usize>,
+    /// Whether the model may not end below three quarters of
+    /// [`target_words`](Self::target_words) (a length that was asked for),
+    /// rather than whenever it is done (a ceiling).
+    pub hold_end: bool,
+}
+
+/// The words below which an end of generation is not accepted.
+pub(crate) fn min_words(target: usize) -> usize {
+    target * 3 / 4
+}
+
+/// The words at which the next sentence end stops generation.
+fn enough_words(target: usize) -> usize {
+    (target * 85).div_ceil(100)
+}
+
+/// The words past which an unfinished sentence is abandoned.
+fn too_many_words(target: usize) -> usize {
+    target * 6 / 5
+}
+
+/// Text produced so far, split into what the reader has seen and what is
+/// held back.
+#[derive(Debug, Default)]
+pub(crate) struct Guard {
+    policy: TextPolicy,
+    released: String,
+    pending: String,
+    sentences: HashSet<String>,
+}
+
+impl Guard {
+    pub(crate) fn new(policy: TextPolicy) -> Self {
+        Self {
+            policy,
+            ..Self::default()
+        }
+    }
+
+    /// Words produced so far, held back or not.
+    pub(crate) fn words(&self) -> usize {
+        quality::word_count(&self.released) + quality::word_count(&self.pending)
+    }
+
+    /// Adds decoded text; returns what may be shown now, and a reason to stop
+    /// when there is one.
+    pub(crate) fn push(&mut self, text: &str) -> (String, Option<StopReason>) {
+        self.pending.push_str(text);
+        if self.policy.loop_guard && self.ends_in_a_loop() {
+            return (String::new(), Some(StopReason::Repetition));
+        }
+        let cut = if self.policy.whole_sentences {
+            quality::complete_prefix_len(&self.pending)
+        } else {
+            self.pending.len()
+        };
+        let mut stop = None;
+        let mut release = cut;
+        if self.policy.loop_guard {
+            for sentence in quality::sentences(&self.pending[..cut]) {
+                let key = quality::sentence_key(sentence);
+                if key.split(' ').count() < MIN_SENTENCE_WORDS {
+                    continue;
+                }
+                if !self.sentences.insert(key) {
+                    release = sentence.as_ptr() as usize - self.pending.as_ptr() as usize;
+                    stop = Some(StopReason::Repetition);
+                    break;
+                }
+            }
+        }
+        let out: String = self.pending.drain(..release).collect();
+        self.released.push_str(&out);
+        if stop.is_none()
+            && let Some(target) = self.policy.target_words
+        {
+            let shown = quality::word_count(&self.released);
+            let enough = release > 0 && shown >= enough_words(target);
+            let overlong = self.policy.whole_sentences && self.words() > too_many_words(target);
+            if enough || overlong {
+                stop = Some(StopReason::Length);
+            }
+        }
+        (out, stop)
+    }
+
+    /// Whether the last [`LOOP_WORDS`] words already occurred, in order,
+    /// earlier in the output, or the last words mostly recycle phrases
+    /// already written.
+    fn ends_in_a_loop(&self) -> bool {
+        let all = format!("{}{}", self.released, self.pending);
+        let words: Vec<String> = quality::words(&all)
+            .iter()
+            .map(|w| w.to_lowercase())
+            .collect();
+        if words.len() <= LOOP_WORDS {
+            return false;
+        }
+        let tail = &words[words.len() - LOOP_WORDS..];
+        let repeats_a_run = words[..words.len() - 1]
+            .windows(LOOP_WORDS)
+            .any(|w| w == tail);
+        repeats_a_run || distinct_recent_words(&words) < MIN_DISTINCT_WORDS
+    }
+
+    /// Whether the held-back text is a finished sentence: one that ends with
+    /// its punctuation, or a list item or heading whose line has ended (the
+    /// next token could still have extended it).
+    fn pending_is_complete(&self) -> bool {
+        let text = self.pending.trim_end();
+        let core =
+            text.trim_end_matches(['"', '\'', ')', ']', '*', '_', '`', '\u{201D}', '\u{2019}']);
+        quality::ends_complete(text)
+            && (self.pending.ends_with('\n')
+                || core.ends_with(['.', '!', '?', '\u{2026}', '\u{3002}']))
+    }
+
+    /// Ends the text for `reason`: returns what is still to be shown, the
+    /// whole text, and whether an unfinished sentence was dropped.
+    pub(crate) fn finish(mut self, reason: StopReason) -> (String, String, bool) {
+        let keep_all = !self.policy.whole_sentences
+            || matches!(
+                reason,
+                StopReason::EndOfGeneration | StopReason::StopString | StopReason::Cancelled
+            );
+        let finished_early = matches!(reason, StopReason::Length | StopReason::Repetition);
+        let tail = if keep_all || !finished_early && self.pending_is_complete() {
+            std::mem::take(&mut self.pending)
+        } else if self.released.trim().is_empty() && !finished_early {
+            // Not one sentence finished: whole words beat nothing.
+            let words_end = self
+                .pending
+                .trim_end()
+                .rfind(char::is_whitespace)
+                .unwrap_or(0);
+            self.pending[..words_end].to_owned()
+        } else {
+            String::new()
+        };
+        let trimmed = !self.pending.trim().is_empty() && tail.len() < self.pending.len();
+        self.released.push_str(&tail);
+        (tail, self.released, trimmed)
+    }
+}
+
+/// How many different words the last [`RECENT_WORDS`] of `words` are; as
+/// many as there are words while the output is shorter.
+fn distinct_recent_words(words: &[String]) -> usize {
+    if words.len() < RECENT_WORDS {
+        return RECENT_WORDS;
+    }
+    let recent: HashSet<&String> = words[words.len() - RECENT_WORDS..].iter().collect();
+    recent.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(policy: TextPolicy, pieces: &[&str]) -> (String, Option<StopReason>, String) {
+        let mut g = Guard::new(policy);
+        let mut shown = String::new();
+        for p in pieces {
+            let (out, stop) = g.push(p);
+            shown.push_str(&out);
+            if let Some(reason) = stop {
+                let (tail, text, _) = g.finish(reason);
+                shown.push_str(&tail);
+                return (shown, stop, text);
+            }
+        }
+        let (tail, text, _) = g.finish(StopReason::MaxTokens);
+        shown.push_str(&tail);
+        (shown, None, text)
+    }
+
+    const SENTENCES: TextPolicy = TextPolicy {
+        whole_sentences: true,
+        loop_guard: true,
+        target_words: None,
+        hold_end: false,
+    };
+
+    #[test]
+    fn text_is_released_a_sentence_at_a_time() {
+        let mut g = Guard::new(SENTENCES);
+        assert_eq!(g.push("The model reads").0, "");
+        assert_eq!(g.push(" the text. It").0, "The model reads the text.");
+        let (tail, text, trimmed) = g.finish(StopReason::MaxTokens);
+        assert_eq!(tail, "");
+        assert_eq!(text, "The model reads the text.");
+        assert!(trimmed, "the unfinished sentence was dropped");
+    }
+
+    #[test]
+    fn a_repeated_sentence_stops_before_it_is_shown() {
+        let (shown, stop, text) = feed(
+            SENTENCES,
+            &[
+                "Azure OpenAI serves models. ",
+                "It scales well. ",
+                "Azure OpenAI serves models. ",
+                "More.",
+            ],
+        );
+        assert_eq!(stop, Some(StopReason::Repetition));
+        assert_eq!(shown, text);
+        assert_eq!(text.trim(), "Azure OpenAI serves models. It scales well.");
+    }
+
+    #[test]
+    fn a_repeated_run_of_words_stops_mid_sentence() {
+        let looping = "one two three four five six seven eight nine ";
+        let (_, stop, text) = feed(SENTENCES, &["Intro sentence here. ", looping, looping]);
+        assert_eq!(stop, Some(StopReason::Repetition));
+        assert_eq!(text.trim(), "Intro sentence here.");
+    }
+
+    #[test]
+    fn distinct_text_is_not_a_loop() {
+        let (_, stop, text) = feed(
+            SENTENCES,
+            &["A first point. ", "A second point. ", "A third point.\n"],
+        );
+        assert_eq!(stop, None);
+        assert_eq!(text, "A first point. A second point. A third point.");
+    }
+
+    #[test]
+    fn a_target_length_stops_at_a_sentence_end() {
+        let policy = TextPolicy {
+            target_words: Some(10),
+            hold_end: true,
+            ..SENTENCES
+        };
+        let (_, stop, text) = feed(
+            policy,
+            &[
+                "One two three four five. ",
+                "Six seven eight nine ten. ",
+                "Eleven twelve.",
+            ],
+        );
+        assert_eq!(stop, Some(StopReason::Length));
+        assert_eq!(
+            text.trim(),
+            "One two three four five. Six seven eight nine ten."
+        );
+        assert_eq!(min_words(100), 75);
+    }
+
+    #[test]
+    fn without_whole_sentences_everything_is_shown_at_once() {
+        let policy = TextPolicy::default();
+        let mut g = Guard::new(policy);
+        assert_eq!(g.push("half a sen").0, "half a sen");
+        let (_, text, trimmed) = g.finish(StopReason::MaxTokens);
+        assert_eq!(text, "half a sen");
+        assert!(!trimmed);
+    }
+
+    #[test]
+    fn with_no_sentence_finished_whole_words_are_kept() {
+        let mut g = Guard::new(SENTENCES);
+        g.push("a very long opening clause with no end in sig");
+        let (_, text, trimmed) = g.finish(StopReason::MaxTokens);
+        assert_eq!(text, "a very long opening clause with no end in");
+        assert!(trimmed);
+    }
+
+    #[test]
+    fn an_unfinished_list_item_is_dropped_at_the_token_limit() {
+        let mut g = Guard::new(SENTENCES);
+        g.push("1. **Reliability**: resilience.\n\n2. **Security**: identities.\n\n3. **Res");
+        let (_, text, trimmed) = g.finish(StopReason::MaxTokens);
+        assert_eq!(
+            text,
+            "1. **Reliability**: resilience.\n\n2. **Security**: identities."
+        );
+        assert!(trimmed);
+    }
+
+    #[test]
+    fn recycling_the_same_phrases_is_a_loop() {
+        let text = "The article gives recommendations for workloads. It shows how \
+            recommendations are delivered through recommendations provided by recommendations \
+            delivered via recommendations offered by recommendations delivered via \
+            recommendations provided via recommendations delivered via recommendations \
+            available to recommendations delivered via recommendations";
+        // Word by word, as tokens arrive.
+        let pieces: Vec<String> = text.split(' ').map(|w| format!("{w} ")).collect();
+        let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let (_, stop, text) = feed(SENTENCES, &pieces);
+        assert_eq!(stop, Some(StopReason::Repetition));
+        assert_eq!(
+            text.trim(),
+            "The article gives recommendations for workloads."
+        );
+    }
+
+    #[test]
+    fn a_name_quoted_a_few_times_is_not_a_loop() {
+        let words: Vec<String> = "Azure OpenAI supports reliability. Azure OpenAI supports \
+             security through managed identities. Azure OpenAI supports cost control with \
+             quotas, and Azure OpenAI supports monitoring with diagnostic logs."
+            .split_whitespace()
+            .map(|w| w.trim_matches(['.', ',']).to_lowercase())
+            .collect();
+        assert!(distinct_recent_words(&words) >= MIN_DISTINCT_WORDS);
+    }
+}

@@ -1,0 +1,168 @@
+//! llama, mistral and qwen2: the plain decoder.
+//!
+//! These checkpoints differ in data, not in structure: the rotary
+//! embedding's pairing of dimensions, biases on the attention projections,
+//! norm epsilon and rope base. The biases are found by the loader, the rest
+//! is in [`HParams`]; the block below is written once for all three.
+
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::{Device, Tensor};
+
+use super::{
+    Architecture, HParams, Linear, Loader, Weight, forward_in_chunks, rms_norm, rope_tables,
+};
+use crate::error::Result;
+use crate::kernels::attention::attention;
+use crate::model::CausalLm;
+use crate::model::kv_cache::{CacheShape, KvCache};
+use crate::tokenizer::TokenId;
+
+/// How the rotary embedding pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RopeStyle {
+    /// Adjacent pairs `(x0, x1), (x2, x3)…`: llama.cpp's "normal" rope, used
+    /// by llama and mistral GGUFs (whose Q/K weights are permuted for it).
+    Interleaved,
+    /// Halves `(x0, x[d/2])…`: GPT-NeoX style, used by qwen2.
+    Neox,
+}
+
+#[derive(Debug)]
+struct Block {
+    attn_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ffn_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// A loaded llama-family model.
+#[derive(Debug)]
+pub(crate) struct Llama {
+    hp: HParams,
+    rope_style: RopeStyle,
+    embed: Arc<QTensor>,
+    blocks: Vec<Block>,
+    output_norm: Tensor,
+    output: Weight,
+    rope_cos: Tensor,
+    rope_sin: Tensor,
+    device: Device,
+}
+
+impl Llama {
+    /// Loads the weights `hp` describes from `gguf`, checking every tensor's
+    /// shape.
+    pub(crate) fn load(gguf: &crate::gguf::GgufFile, hp: HParams, device: &Device) -> Result<Self> {
+        let c = &hp;
+        let q_dim = c.heads * c.head_dim;
+        let kv_dim = c.kv_heads * c.head_dim;
+        let l = Loader { gguf, device };
+        let embed = l.embedding(c)?;
+        let mut blocks = Vec::with_capacity(c.layers);
+        for i in 0..c.layers {
+            let p = format!("blk.{i}");
+            blocks.push(Block {
+                attn_norm: l.dense(&format!("{p}.attn_norm.weight"), c.hidden)?,
+                q: l.linear(&format!("{p}.attn_q"), q_dim, c.hidden)?,
+                k: l.linear(&format!("{p}.attn_k"), kv_dim, c.hidden)?,
+                v: l.linear(&format!("{p}.attn_v"), kv_dim, c.hidden)?,
+                o: l.linear(&format!("{p}.attn_output"), c.hidden, q_dim)?,
+                ffn_norm: l.dense(&format!("{p}.ffn_norm.weight"), c.hidden)?,
+                gate: l.linear(&format!("{p}.ffn_gate"), c.ffn, c.hidden)?,
+                up: l.linear(&format!("{p}.ffn_up"), c.ffn, c.hidden)?,
+                down: l.linear(&format!("{p}.ffn_down"), c.hidden, c.ffn)?,
+            });
+        }
+        let output_norm = l.dense("output_norm.weight", c.hidden)?;
+        let output = l.output(c, &embed)?;
+        let (rope_cos, rope_sin) = rope_tables(c.head_dim, c.rope_base, c.trained_context, device)?;
+        let rope_style = match c.architecture {
+            Architecture::Qwen2 => RopeStyle::Neox,
+            _ => RopeStyle::Interleaved,
+        };
+        Ok(Self {
+            hp,
+            rope_style,
+            embed,
+            blocks,
+            output_norm,
+            output,
+            rope_cos,
+            rope_sin,
+            device: device.clone(),
+        })
+    }
+
+    fn forward_chunk(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let c = &self.hp;
+        let seq = tokens.len();
+        let pos = cache.len();
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.embedding(&ids)?;
+        let cos = self.rope_cos.narrow(0, pos, seq)?;
+        let sin = self.rope_sin.narrow(0, pos, seq)?;
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let h = rms_norm(&x, &b.attn_norm, c.norm_eps)?;
+            let q = b.q.forward(&h)?;
+            let k = b.k.forward(&h)?;
+            let v = b.v.forward(&h)?;
+            let heads_first = |t: Tensor, n: usize| -> Result<Tensor> {
+                Ok(t.reshape((seq, n, c.head_dim))?
+                    .transpose(0, 1)?
+                    .contiguous()?)
+            };
+            let q = self.rope(heads_first(q, c.heads)?, &cos, &sin)?;
+            let k = self.rope(heads_first(k, c.kv_heads)?, &cos, &sin)?;
+            let v = heads_first(v, c.kv_heads)?;
+            let (k_all, v_all) = cache.append(i, &k, &v)?;
+            let attn = attention(&q, &k_all, &v_all, c.kv_heads, scale, None)?
+                .transpose(0, 1)?
+                .reshape((seq, c.heads * c.head_dim))?;
+            x = (x + b.o.forward(&attn)?)?;
+            let h = rms_norm(&x, &b.ffn_norm, c.norm_eps)?;
+            let ff = (candle_nn::ops::silu(&b.gate.forward(&h)?)? * b.up.forward(&h)?)?;
+            x = (x + b.down.forward(&ff)?)?;
+        }
+        cache.advance(seq);
+        let last = x.narrow(0, seq - 1, 1)?;
+        let last = rms_norm(&last, &self.output_norm, c.norm_eps)?;
+        Ok(self.output.forward(&last)?.squeeze(0)?)
+    }
+
+    fn rope(&self, x: Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let x = x.unsqueeze(0)?;
+        let y = match self.rope_style {
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, cos, sin)?,
+            RopeStyle::Neox => candle_nn::rotary_emb::rope(&x, cos, sin)?,
+        };
+        Ok(y.squeeze(0)?)
+    }
+}
+
+impl CausalLm for Llama {
+    fn forward(&self, tokens: &[TokenId], cache: &mut KvCache) -> Result<Tensor> {
+        forward_in_chunks(tokens, cache, &self.hp, |chunk, cache| {
+            self.forward_chunk(chunk, cache)
+        })
+    }
+
+    fn cache_shape(&self) -> CacheShape {
+        self.hp.cache_shape()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.hp.vocab
+    }
+
+    fn trained_context(&self) -> usize {
+        self.hp.trained_context
+    }
+}

@@ -1,0 +1,426 @@
+//! The architecture families abridge runs, over one decoder skeleton.
+//!
+//! Every family is a stack of pre-norm blocks (RMS norm, grouped-query
+//! attention with rope, a gated feed-forward block) with a token embedding
+//! in front and a projection to the vocabulary at the end. What the
+//! families share lives here, written once:
+//!
+//! - [`Architecture`]: the one list of supported `general.architecture`
+//!   values;
+//! - [`HParams`]: the hyper-parameters every family has, read and checked
+//!   from the GGUF metadata in one place;
+//! - [`Weight`] and [`Linear`]: a quantized projection, multiplied by the
+//!   fastest kernel for its block type;
+//! - rope tables and the chunked forward pass driver.
+//!
+//! Each family's file (`llama.rs` for llama, mistral and qwen2; `gemma3.rs`)
+//! holds only what differs: its own extra hyper-parameters and its block.
+//! This is the split llama.cpp makes between `llama-graph` and
+//! `models/<arch>.cpp`, rather than candle-transformers' one copied file per
+//! model.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+
+use super::CausalLm;
+use super::kv_cache::{CacheShape, KvCache};
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::kernels::quant::{LegacyMatrix, LegacyType};
+
+pub(crate) mod gemma3;
+pub(crate) mod llama;
+
+/// The architecture families abridge runs.
+///
+/// ```
+/// use abridge::Architecture;
+/// assert_eq!(Architecture::from_gguf_name("mistral").unwrap(), Architecture::Llama);
+/// let err = Architecture::from_gguf_name("mamba").unwrap_err().to_string();
+/// assert!(err.contains("llama") && err.contains("gemma3"), "{err}");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// `llama` and `mistral` (Llama, Mistral, SmolLM2 and other llama-layout files).
+    Llama,
+    /// `qwen2` (Qwen2 and Qwen2.5).
+    Qwen2,
+    /// `gemma3` (Gemma 3, sliding-window attention and extra norms).
+    Gemma3,
+}
+
+/// Every `general.architecture` value abridge runs, and its family.
+const GGUF_NAMES: &[(&str, Architecture)] = &[
+    ("llama", Architecture::Llama),
+    ("mistral", Architecture::Llama),
+    ("qwen2", Architecture::Qwen2),
+    ("gemma3", Architecture::Gemma3),
+];
+
+impl Architecture {
+    /// The family of a GGUF `general.architecture` value.
+    pub fn from_gguf_name(name: &str) -> Result<Self> {
+        GGUF_NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, a)| a)
+            .ok_or_else(|| Error::UnsupportedArchitecture {
+                found: name.into(),
+                supported: Self::gguf_names(),
+            })
+    }
+
+    /// Every `general.architecture` value abridge runs.
+    pub fn gguf_names() -> Vec<&'static str> {
+        GGUF_NAMES.iter().map(|&(n, _)| n).collect()
+    }
+
+    /// The rope base when the file does not record one.
+    fn default_rope_base(self) -> f64 {
+        match self {
+            Self::Llama | Self::Qwen2 => 10_000.0,
+            Self::Gemma3 => 1_000_000.0,
+        }
+    }
+}
+
+/// Hyper-parameters every family has, read from a GGUF file's metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HParams {
+    /// The family.
+    pub architecture: Architecture,
+    /// The metadata key prefix (`general.architecture`).
+    pub prefix: String,
+    /// Number of transformer blocks.
+    pub layers: usize,
+    /// Width of the residual stream.
+    pub hidden: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (fewer than `heads` with grouped-query attention).
+    pub kv_heads: usize,
+    /// Dimension of each query and key head.
+    pub head_dim: usize,
+    /// Dimension of each value head.
+    pub value_dim: usize,
+    /// Inner width of the feed-forward block.
+    pub ffn: usize,
+    /// Vocabulary size (rows of the embedding matrix).
+    pub vocab: usize,
+    /// RMS-norm epsilon.
+    pub norm_eps: f64,
+    /// Rotary embedding base frequency (of the global layers, for Gemma 3).
+    pub rope_base: f64,
+    /// Context length the model was trained for.
+    pub trained_context: usize,
+}
+
+impl HParams {
+    /// Reads and sanity-checks the hyper-parameters.
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let prefix = gguf.architecture()?.to_owned();
+        let architecture = Architecture::from_gguf_name(&prefix)?;
+        let m = Meta {
+            gguf,
+            prefix: &prefix,
+        };
+        let layers = m.count("block_count")?;
+        let hidden = m.count("embedding_length")?;
+        let heads = m.count("attention.head_count")?;
+        let kv_heads = m.count_or("attention.head_count_kv", heads)?;
+        if heads % kv_heads != 0 {
+            return Err(m.error(
+                "attention.head_count_kv",
+                format!("{kv_heads} does not divide the {heads} query heads"),
+            ));
+        }
+        let head_dim = m.count_or("attention.key_length", hidden / heads)?;
+        if head_dim == 0 || head_dim % 2 != 0 {
+            return Err(m.error(
+                "attention.key_length",
+                format!("head dimension {head_dim} must be even and non-zero"),
+            ));
+        }
+        let vocab = gguf
+            .tensor_info("token_embd.weight")
+            .ok_or_else(|| Error::Tensor {
+                name: "token_embd.weight".into(),
+                problem: "is missing from the file".into(),
+            })?
+            .shape[0];
+        Ok(Self {
+            architecture,
+            layers,
+            hidden,
+            heads,
+            kv_heads,
+            head_dim,
+            value_dim: m.count_or("attention.value_length", head_dim)?,
+            ffn: m.count("feed_forward_length")?,
+            vocab,
+            norm_eps: m.positive("attention.layer_norm_rms_epsilon")?,
+            rope_base: m.positive_or("rope.freq_base", architecture.default_rope_base())?,
+            trained_context: m.count("context_length")?,
+            prefix,
+        })
+    }
+
+    /// The cache this model needs per position.
+    pub fn cache_shape(&self) -> CacheShape {
+        CacheShape {
+            layers: self.layers,
+            kv_heads: self.kv_heads,
+            key_dim: self.head_dim,
+            value_dim: self.value_dim,
+        }
+    }
+
+    /// Typed access to this family's metadata keys.
+    pub fn meta<'a>(&'a self, gguf: &'a GgufFile) -> Meta<'a> {
+        Meta {
+            gguf,
+            prefix: &self.prefix,
+        }
+    }
+}
+
+/// The metadata keys under one architecture's prefix (`llama.block_count`).
+pub(crate) struct Meta<'a> {
+    gguf: &'a GgufFile,
+    prefix: &'a str,
+}
+
+impl Meta<'_> {
+    pub fn key(&self, k: &str) -> String {
+        format!("{}.{k}", self.prefix)
+    }
+
+    pub fn has(&self, k: &str) -> bool {
+        self.gguf.get(&self.key(k)).is_some()
+    }
+
+    pub fn error(&self, k: &str, problem: impl Into<String>) -> Error {
+        Error::Metadata {
+            key: self.key(k),
+            problem: problem.into(),
+        }
+    }
+
+    /// A positive count below 2²⁴: anything larger is a corrupt header, not
+    /// a model.
+    pub fn count(&self, k: &str) -> Result<usize> {
+        let v = self.gguf.get_u64(&self.key(k))?;
+        usize::try_from(v)
+            .ok()
+            .filter(|&v| v > 0 && v < (1 << 24))
+            .ok_or_else(|| self.error(k, format!("{v} is out of range")))
+    }
+
+    pub fn count_or(&self, k: &str, default: usize) -> Result<usize> {
+        if self.has(k) {
+            self.count(k)
+        } else {
+            Ok(default)
+        }
+    }
+
+    pub fn positive(&self, k: &str) -> Result<f64> {
+        let v = self.gguf.get_f64(&self.key(k))?;
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(self.error(k, format!("{v} is not a positive number")))
+        }
+    }
+
+    pub fn positive_or(&self, k: &str, default: f64) -> Result<f64> {
+        if self.has(k) {
+            self.positive(k)
+        } else {
+            Ok(default)
+        }
+    }
+
+    pub fn get(&self, k: &str) -> Option<&crate::gguf::Value> {
+        self.gguf.get(&self.key(k))
+    }
+}
+
+/// Loads the network for the file's architecture.
+pub(crate) fn load(gguf: &GgufFile, device: &Device) -> Result<Box<dyn CausalLm>> {
+    let hp = HParams::from_gguf(gguf)?;
+    Ok(match hp.architecture {
+        Architecture::Llama | Architecture::Qwen2 => {
+            Box::new(llama::Llama::load(gguf, hp, device)?)
+        }
+        Architecture::Gemma3 => Box::new(gemma3::Gemma3::load(gguf, hp, device)?),
+    })
+}
+
+/// A quantized weight matrix, multiplied by whichever kernel is fastest for
+/// its block type.
+#[derive(Debug)]
+pub(crate) enum Weight {
+    Candle(QMatMul),
+    Legacy(LegacyMatrix),
+}
+
+impl Weight {
+    pub(crate) fn new(q: QTensor, device: &Device) -> Result<Self> {
+        if device.is_cpu()
+            && let Some(kind) = LegacyType::from_ggml(q.dtype())
+        {
+            let (rows, cols) = q.shape().dims2()?;
+            return Ok(Self::Legacy(LegacyMatrix::new(
+                kind,
+                rows,
+                cols,
+                &q.data()?,
+            )?));
+        }
+        Ok(Self::Candle(QMatMul::from_qtensor(q)?))
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::Candle(w) => w.forward(x)?,
+            Self::Legacy(w) => x.contiguous()?.apply_op1_no_bwd(w)?,
+        })
+    }
+}
+
+/// A projection with an optional bias.
+#[derive(Debug)]
+pub(crate) struct Linear {
+    weight: Weight,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+/// Reads the tensors of one model, checking every shape: what each family's
+/// loader uses.
+pub(crate) struct Loader<'a> {
+    pub gguf: &'a GgufFile,
+    pub device: &'a Device,
+}
+
+impl Loader<'_> {
+    /// A vector (norm weights, biases), in f32.
+    pub fn dense(&self, name: &str, len: usize) -> Result<Tensor> {
+        Ok(self
+            .gguf
+            .tensor(name, Some(&[len]), self.device)?
+            .dequantize(self.device)?)
+    }
+
+    /// The `out × inp` matrix `name`.
+    pub fn weight(&self, name: &str, out: usize, inp: usize) -> Result<Weight> {
+        Weight::new(
+            self.gguf.tensor(name, Some(&[out, inp]), self.device)?,
+            self.device,
+        )
+    }
+
+    /// `{name}.weight`, with `{name}.bias` when the file has one.
+    pub fn linear(&self, name: &str, out: usize, inp: usize) -> Result<Linear> {
+        let weight = self.weight(&format!("{name}.weight"), out, inp)?;
+        let bias_name = format!("{name}.bias");
+        let bias = match self.gguf.tensor_info(&bias_name) {
+            Some(_) => Some(self.dense(&bias_name, out)?),
+            None => None,
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// The token embedding matrix, kept quantized.
+    pub fn embedding(&self, hp: &HParams) -> Result<Arc<QTensor>> {
+        Ok(Arc::new(self.gguf.tensor(
+            "token_embd.weight",
+            Some(&[hp.vocab, hp.hidden]),
+            self.device,
+        )?))
+    }
+
+    /// `output.weight`, or the embedding matrix when small models tie the two.
+    pub fn output(&self, hp: &HParams, embed: &Arc<QTensor>) -> Result<Weight> {
+        match self.gguf.tensor_info("output.weight") {
+            Some(_) => self.weight("output.weight", hp.vocab, hp.hidden),
+            None => Ok(Weight::Candle(QMatMul::from_arc(embed.clone())?)),
+        }
+    }
+}
+
+/// Tokens processed per step of prompt processing: bounds the attention
+/// scores held at once to `chunk × context` per head.
+pub const PROMPT_CHUNK: usize = 512;
+
+/// Checks `tokens` against the vocabulary, the cache's free room and the
+/// context the model was trained for, then runs them through `chunk` in steps
+/// of [`PROMPT_CHUNK`] and returns the last step's logits: the part of a
+/// forward pass every architecture shares.
+pub(crate) fn forward_in_chunks(
+    tokens: &[u32],
+    cache: &mut KvCache,
+    hp: &HParams,
+    mut chunk: impl FnMut(&[u32], &mut KvCache) -> Result<Tensor>,
+) -> Result<Tensor> {
+    if tokens.is_empty() {
+        return Err(Error::EmptyPrompt);
+    }
+    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= hp.vocab) {
+        return Err(Error::TokenOutOfVocabulary {
+            token: bad,
+            vocab: hp.vocab,
+        });
+    }
+    cache.reserve(tokens.len())?;
+    let needed = cache.len() + tokens.len();
+    if needed > hp.trained_context {
+        return Err(Error::ContextOverflow {
+            needed,
+            reserve: 0,
+            context: hp.trained_context,
+        });
+    }
+    let mut last = None;
+    for part in tokens.chunks(PROMPT_CHUNK) {
+        last = Some(chunk(part, cache)?);
+    }
+    last.ok_or(Error::EmptyPrompt)
+}
+
+/// `cos` and `sin` of `position × base^(-2i/d)` for every position the model
+/// can see, each `(positions, d/2)`.
+pub(crate) fn rope_tables(
+    head_dim: usize,
+    base: f64,
+    positions: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let half = head_dim / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| (1.0 / base.powf(2.0 * i as f64 / head_dim as f64)) as f32)
+        .collect();
+    let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
+    let pos = Tensor::arange(0u32, positions as u32, device)?
+        .to_dtype(candle_core::DType::F32)?
+        .reshape((positions, 1))?;
+    let angles = pos.broadcast_mul(&inv_freq)?;
+    Ok((angles.cos()?.contiguous()?, angles.sin()?.contiguous()?))
+}
+
+/// RMS norm of the last dimension of `x`, scaled by `weight`.
+pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    Ok(candle_nn::ops::rms_norm(x, weight, eps as f32)?)
+}
