@@ -22,6 +22,7 @@ mod write;
 
 pub use inspect::{Details, TypeCount, inspect};
 use types::ValueType;
+pub(crate) use types::token_type;
 pub use types::{FILE_TYPE_MOSTLY_Q4_K_M, TensorType, file_type_name};
 pub use write::{GgufWriter, TensorSpec};
 

@@ -192,6 +192,17 @@ pub fn file_type_name(file_type: u64) -> Option<&'static str> {
     })
 }
 
+/// The values of `tokenizer.ggml.token_type`, which are SentencePiece's piece
+/// types by number.
+pub(crate) mod token_type {
+    pub(crate) const NORMAL: i64 = 1;
+    pub(crate) const UNKNOWN: i64 = 2;
+    pub(crate) const CONTROL: i64 = 3;
+    pub(crate) const USER_DEFINED: i64 = 4;
+    pub(crate) const UNUSED: i64 = 5;
+    pub(crate) const BYTE: i64 = 6;
+}
+
 /// `general.file_type` of a mostly-Q4_K_M file.
 pub const FILE_TYPE_MOSTLY_Q4_K_M: u32 = 15;
 

@@ -35,7 +35,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
 use crate::error::{Error, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, token_type};
 
 pub mod sentencepiece;
 pub mod template;
@@ -45,11 +45,6 @@ pub type TokenId = u32;
 
 /// SentencePiece's word-boundary marker.
 const SPIECE_SPACE: &str = "\u{2581}";
-
-// Token types as GGUF stores them (llama.cpp's `llama_token_type`).
-const TYPE_CONTROL: i64 = 3;
-const TYPE_USER_DEFINED: i64 = 4;
-const TYPE_BYTE: i64 = 6;
 
 // Pre-tokenizer regexes, as llama.cpp applies them per `tokenizer.ggml.pre`.
 // GPT-2's own regex is the one built into the byte-level pre-tokenizer.
@@ -146,8 +141,10 @@ impl Vocabulary {
         self.tokens
             .iter()
             .zip(&self.types)
-            .filter(|(_, t)| **t == TYPE_CONTROL || **t == TYPE_USER_DEFINED)
-            .map(|(tok, t)| AddedToken::from(tok.clone(), *t == TYPE_CONTROL).normalized(false))
+            .filter(|(_, t)| **t == token_type::CONTROL || **t == token_type::USER_DEFINED)
+            .map(|(tok, t)| {
+                AddedToken::from(tok.clone(), *t == token_type::CONTROL).normalized(false)
+            })
             .collect()
     }
 }
@@ -252,7 +249,7 @@ impl Tokenizer {
             && bos.is_some();
         let mut end_of_generation: Vec<TokenId> = eos.into_iter().chain(eot).collect();
         for (id, (tok, ty)) in vocab.tokens.iter().zip(&vocab.types).enumerate() {
-            if *ty == TYPE_CONTROL && END_OF_GENERATION_TEXTS.contains(&tok.as_str()) {
+            if *ty == token_type::CONTROL && END_OF_GENERATION_TEXTS.contains(&tok.as_str()) {
                 end_of_generation.push(id as TokenId);
             }
         }
@@ -508,7 +505,8 @@ fn build_sentencepiece(gguf: &GgufFile, vocab: &Vocabulary) -> Result<tokenizers
 /// merge; merges rank by the joined piece's score, highest first, which makes
 /// BPE reproduce SentencePiece's highest-score-first merging.
 fn sentencepiece_merges(vocab: &Vocabulary, scores: &[f32]) -> Vec<(String, String)> {
-    let mergeable = |i: usize| vocab.types[i] != TYPE_BYTE && vocab.types[i] != TYPE_CONTROL;
+    let mergeable =
+        |i: usize| vocab.types[i] != token_type::BYTE && vocab.types[i] != token_type::CONTROL;
     let index: HashMap<&str, usize> = vocab
         .tokens
         .iter()

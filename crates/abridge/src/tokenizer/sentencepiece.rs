@@ -14,6 +14,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::gguf::token_type;
 
 /// What a piece is, as SentencePiece's `SentencePiece.Type` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,14 +49,15 @@ impl PieceType {
 
     /// The value GGUF stores in `tokenizer.ggml.token_type` for this type.
     pub fn gguf_token_type(self) -> i32 {
-        match self {
-            Self::Normal => 1,
-            Self::Unknown => 2,
-            Self::Control => 3,
-            Self::UserDefined => 4,
-            Self::Unused => 5,
-            Self::Byte => 6,
-        }
+        let t = match self {
+            Self::Normal => token_type::NORMAL,
+            Self::Unknown => token_type::UNKNOWN,
+            Self::Control => token_type::CONTROL,
+            Self::UserDefined => token_type::USER_DEFINED,
+            Self::Unused => token_type::UNUSED,
+            Self::Byte => token_type::BYTE,
+        };
+        t as i32
     }
 }
 

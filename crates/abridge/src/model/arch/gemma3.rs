@@ -32,12 +32,11 @@ use std::sync::Arc;
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
-use super::{HParams, Loader, Weight, forward_in_chunks, rms_norm, rope_tables};
+use super::{Family, HParams, Loader, Weight, rms_norm, rope_tables};
 use crate::error::Result;
 use crate::gguf::GgufFile;
 use crate::kernels::attention::attention;
-use crate::model::CausalLm;
-use crate::model::kv_cache::{CacheShape, KvCache};
+use crate::model::kv_cache::KvCache;
 use crate::tokenizer::TokenId;
 
 /// Every `GLOBAL_EVERY`-th layer (index `% GLOBAL_EVERY == GLOBAL_EVERY - 1`)
@@ -279,23 +278,13 @@ impl Gemma3 {
     }
 }
 
-impl CausalLm for Gemma3 {
-    fn forward(&self, tokens: &[TokenId], cache: &mut KvCache) -> Result<Tensor> {
-        forward_in_chunks(tokens, cache, &self.hp, |chunk, cache| {
-            self.forward_chunk(chunk, cache)
-        })
+impl Family for Gemma3 {
+    fn hparams(&self) -> &HParams {
+        &self.hp
     }
 
-    fn cache_shape(&self) -> CacheShape {
-        self.hp.cache_shape()
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.hp.vocab
-    }
-
-    fn trained_context(&self) -> usize {
-        self.hp.trained_context
+    fn forward_chunk(&self, tokens: &[TokenId], cache: &mut KvCache) -> Result<Tensor> {
+        Gemma3::forward_chunk(self, tokens, cache)
     }
 }
 

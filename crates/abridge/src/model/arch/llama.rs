@@ -10,13 +10,10 @@ use std::sync::Arc;
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
-use super::{
-    Architecture, HParams, Linear, Loader, Weight, forward_in_chunks, rms_norm, rope_tables,
-};
+use super::{Architecture, Family, HParams, Linear, Loader, Weight, rms_norm, rope_tables};
 use crate::error::Result;
 use crate::kernels::attention::attention;
-use crate::model::CausalLm;
-use crate::model::kv_cache::{CacheShape, KvCache};
+use crate::model::kv_cache::KvCache;
 use crate::tokenizer::TokenId;
 
 /// How the rotary embedding pairs the dimensions of a head.
@@ -147,22 +144,12 @@ impl Llama {
     }
 }
 
-impl CausalLm for Llama {
-    fn forward(&self, tokens: &[TokenId], cache: &mut KvCache) -> Result<Tensor> {
-        forward_in_chunks(tokens, cache, &self.hp, |chunk, cache| {
-            self.forward_chunk(chunk, cache)
-        })
+impl Family for Llama {
+    fn hparams(&self) -> &HParams {
+        &self.hp
     }
 
-    fn cache_shape(&self) -> CacheShape {
-        self.hp.cache_shape()
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.hp.vocab
-    }
-
-    fn trained_context(&self) -> usize {
-        self.hp.trained_context
+    fn forward_chunk(&self, tokens: &[TokenId], cache: &mut KvCache) -> Result<Tensor> {
+        Llama::forward_chunk(self, tokens, cache)
     }
 }

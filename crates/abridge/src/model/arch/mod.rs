@@ -248,6 +248,37 @@ impl Meta<'_> {
     }
 }
 
+/// What each family provides: its hyper-parameters and the forward pass of
+/// one chunk of tokens. Checking the tokens, chunking a long prompt and the
+/// rest of [`CausalLm`] are the same for every family.
+pub(crate) trait Family: Send + Sync {
+    fn hparams(&self) -> &HParams;
+
+    /// Runs at most [`PROMPT_CHUNK`] checked tokens at the cache's position,
+    /// appends their keys and values, and returns the next token's logits.
+    fn forward_chunk(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor>;
+}
+
+impl<F: Family> CausalLm for F {
+    fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        forward_in_chunks(tokens, cache, self.hparams(), |chunk, cache| {
+            self.forward_chunk(chunk, cache)
+        })
+    }
+
+    fn cache_shape(&self) -> CacheShape {
+        self.hparams().cache_shape()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.hparams().vocab
+    }
+
+    fn trained_context(&self) -> usize {
+        self.hparams().trained_context
+    }
+}
+
 /// Loads the network for the file's architecture.
 pub(crate) fn load(gguf: &GgufFile, device: &Device) -> Result<Box<dyn CausalLm>> {
     let hp = HParams::from_gguf(gguf)?;
@@ -369,7 +400,7 @@ pub const PROMPT_CHUNK: usize = 512;
 /// context the model was trained for, then runs them through `chunk` in steps
 /// of [`PROMPT_CHUNK`] and returns the last step's logits: the part of a
 /// forward pass every architecture shares.
-pub(crate) fn forward_in_chunks(
+fn forward_in_chunks(
     tokens: &[u32],
     cache: &mut KvCache,
     hp: &HParams,
