@@ -5,7 +5,7 @@ use assert_cmd::Command;
 
 fn long_flags(help: &str) -> Vec<String> {
     let mut flags: Vec<String> = help
-        .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == '<')
+        .split(|c: char| c.is_whitespace() || matches!(c, ',' | '[' | '<' | '/' | '('))
         .filter(|w| w.starts_with("--") && w.len() > 2)
         .map(|w| {
             w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())

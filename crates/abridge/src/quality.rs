@@ -436,23 +436,6 @@ pub fn complete_prefix_len(text: &str) -> usize {
     done
 }
 
-/// The part of `text` up to its last complete sentence: all of it when it
-/// [ends complete](ends_complete), else what [`complete_prefix_len`] keeps.
-///
-/// ```
-/// use abridge::quality::trim_to_complete;
-/// assert_eq!(trim_to_complete("One. Two is cut"), "One.");
-/// assert_eq!(trim_to_complete("One. Two."), "One. Two.");
-/// ```
-pub fn trim_to_complete(text: &str) -> &str {
-    let text = text.trim_end();
-    if ends_complete(text) {
-        text
-    } else {
-        text[..complete_prefix_len(text)].trim_end()
-    }
-}
-
 /// A sentence reduced to its lower-cased words joined by single spaces, so
 /// that case and punctuation do not hide a repetition.
 pub fn sentence_key(sentence: &str) -> String {

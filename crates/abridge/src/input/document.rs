@@ -23,7 +23,7 @@ pub enum Format {
 /// Recognises a document's format from its first bytes.
 ///
 /// ```
-/// use abridge::document::{Format, detect};
+/// use abridge::input::{Format, detect};
 /// assert_eq!(detect(b"%PDF-1.7\n..."), Format::Pdf);
 /// assert_eq!(detect(b"  <!DOCTYPE html><html>..."), Format::Html);
 /// assert_eq!(detect(b"# A heading\n\nSome *Markdown*."), Format::Text);

@@ -2,7 +2,7 @@
 //!
 //! A model is named by an Ollama-style tag (`smollm2:135m-instruct-q4_1`) or an
 //! alias (`smollm2`), or given as a path. Nothing here touches the network:
-//! downloading is [`crate::pull`]'s job, and only when asked.
+//! downloading is [`pull`]'s job, and only when asked.
 //!
 //! # The catalogue
 //!

@@ -157,7 +157,7 @@ impl SummarizerBuilder {
         self
     }
 
-    /// The context window (default: the model's, up to [`crate::model::DEFAULT_CONTEXT`]).
+    /// The context window (default: the model's, up to [`crate::DEFAULT_CONTEXT`]).
     pub fn context(mut self, window: ContextWindow) -> Self {
         self.inner.context = Some(window);
         self
