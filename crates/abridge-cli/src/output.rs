@@ -68,7 +68,10 @@ fn hint(err: &Error, models_file: Option<&Path>) -> Option<String> {
         Error::OutOfMemory { .. } => "lower --ctx-size".into(),
         Error::BadModelOutput(_) => "try another model or --format paragraph".into(),
         Error::ModelNotFound {
-            name, catalogued, ..
+            name,
+            catalogued,
+            looked,
+            ..
         } => match entry(name) {
             Some(e) if e.huggingface.is_some() => {
                 format!("download it with: {}", pull_command(&e))
@@ -77,7 +80,8 @@ fn hint(err: &Error, models_file: Option<&Path>) -> Option<String> {
                 "run `scripts/fetch-models {}` from the abridge repository",
                 e.name
             ),
-            _ if !catalogued => "add it to a models.toml with a `huggingface` source and run `abridge models pull NAME`".into(),
+            // A name that is not a path: it could be catalogued and pulled.
+            _ if !catalogued && !looked.is_empty() => "add it to a models.toml with a `huggingface` source and run `abridge models pull NAME`".into(),
             _ => return None,
         },
         Error::Interrupted { name, .. } => {
