@@ -210,6 +210,16 @@ pub fn json_stdout(cmd: &mut assert_cmd::Command) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out)))
 }
 
+/// The five Well-Architected pillars the seed article is organised by, as
+/// [`terms_named`] matches them.
+pub const SEED_PILLARS: [&str; 5] = [
+    "reliab",
+    "secur",
+    "cost",
+    "operational excellence",
+    "performance",
+];
+
 /// Which of `terms` (lower case) a text contains, ignoring case.
 pub fn terms_named<'a>(text: &str, terms: &[&'a str]) -> Vec<&'a str> {
     let lower = text.to_lowercase();

@@ -19,16 +19,7 @@ fn the_readme_command_summarizes_the_seed_article() {
         summary.to_lowercase().contains("azure openai"),
         "does not name the service: {summary}"
     );
-    let named = abridge_tests::terms_named(
-        summary,
-        &[
-            "reliab",
-            "secur",
-            "cost",
-            "operational excellence",
-            "performance",
-        ],
-    );
+    let named = abridge_tests::terms_named(summary, &abridge_tests::SEED_PILLARS);
     assert!(
         named.len() >= 2,
         "names {named:?} of the five pillars: {summary}"
