@@ -36,6 +36,34 @@ pub fn smollm2() -> PathBuf {
     model("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
+/// A GGUF with the synthetic Mistral-7B's metadata around `vocab` and one
+/// small tensor, written under `dir` in milliseconds: enough for a tokenizer.
+pub fn vocab_only_gguf(dir: &std::path::Path, vocab: &abridge::synth::Vocabulary) -> PathBuf {
+    use abridge::gguf::{GgufWriter, TensorSpec};
+    let path = dir.join("vocab-only.gguf");
+    let meta = abridge::synth::mistral_7b_metadata(1, vocab);
+    let tensors = vec![TensorSpec::new(
+        "output_norm.weight",
+        &[8],
+        candle_core::quantized::GgmlDType::F32,
+    )];
+    let mut w = GgufWriter::new(std::fs::File::create(&path).unwrap(), &meta, tensors).unwrap();
+    w.write_data(&[0u8; 32]).unwrap();
+    w.finish().unwrap();
+    path
+}
+
+/// Mistral-7B-Instruct-v0.2's tokenizer: its real vocabulary, read from
+/// `tokenizer.model` into a [`vocab_only_gguf`] under `dir`.
+pub fn mistral_tokenizer(dir: &std::path::Path) -> abridge::Tokenizer {
+    let sp = abridge::tokenizer::sentencepiece::SentencePieceModel::open(model(
+        abridge::synth::MISTRAL_TOKENIZER_FILE,
+    ))
+    .unwrap();
+    let path = vocab_only_gguf(dir, &abridge::synth::Vocabulary::from_sentencepiece(&sp));
+    abridge::Tokenizer::from_gguf(&abridge::gguf::GgufFile::open(&path).unwrap()).unwrap()
+}
+
 /// A reference fixture under `tests/fixtures/golden`, parsed.
 pub fn golden(name: &str) -> serde_json::Value {
     let path = fixture(&format!("golden/{name}"));

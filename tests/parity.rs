@@ -84,7 +84,7 @@ fn chat_prompt_matches_llama_cpp(case: &Case) {
     let prompt = model.template().render(&golden_messages(&g), true).unwrap();
     assert_eq!(prompt, g["prompt_text"].as_str().unwrap());
     assert_eq!(
-        model.tokenizer().encode(&prompt).unwrap(),
+        model.tokenizer().encode_markup(&prompt).unwrap(),
         ids(&g["prompt_ids"])
     );
     // The summarizer's own path (system + instruction + text) renders the same.

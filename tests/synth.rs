@@ -60,18 +60,6 @@ fn check_tokenizer_parity(tokenizer: &Tokenizer) {
     assert_eq!(tokenizer.encode(&seed.article).unwrap(), ids(&want["ids"]));
 }
 
-/// A GGUF with the synthetic file's metadata and one token tensor: enough for
-/// the tokenizer, written in milliseconds.
-fn metadata_only_file(dir: &Path, vocab: &Vocabulary) -> std::path::PathBuf {
-    let path = dir.join("vocab-only.gguf");
-    let meta = synth::mistral_7b_metadata(1, vocab);
-    let tensors = vec![TensorSpec::new("output_norm.weight", &[8], GgmlDType::F32)];
-    let mut w = GgufWriter::new(std::fs::File::create(&path).unwrap(), &meta, tensors).unwrap();
-    w.write_data(&[0u8; 32]).unwrap();
-    w.finish().unwrap();
-    path
-}
-
 #[test]
 fn real_vocabulary_tokenizes_like_llama_cpp() {
     let sp =
@@ -83,9 +71,7 @@ fn real_vocabulary_tokenizes_like_llama_cpp() {
     );
     assert!(sp.byte_fallback);
     let dir = tempfile::tempdir().unwrap();
-    let path = metadata_only_file(dir.path(), &Vocabulary::from_sentencepiece(&sp));
-    let gguf = GgufFile::open(&path).unwrap();
-    check_tokenizer_parity(&Tokenizer::from_gguf(&gguf).unwrap());
+    check_tokenizer_parity(&abridge_tests::mistral_tokenizer(dir.path()));
 }
 
 /// With TheBloke's `general.name` and without the description, the full
@@ -114,7 +100,7 @@ fn full_file_would_be_byte_for_byte_the_size_of_thebloke_file() {
 #[test]
 fn placeholder_vocabulary_still_tokenizes() {
     let dir = tempfile::tempdir().unwrap();
-    let path = metadata_only_file(dir.path(), &Vocabulary::placeholder(32000));
+    let path = abridge_tests::vocab_only_gguf(dir.path(), &Vocabulary::placeholder(32000));
     let gguf = GgufFile::open(&path).unwrap();
     let tokenizer = Tokenizer::from_gguf(&gguf).unwrap();
     let text = "Honeybees dance — ✓ 750 metres.";
@@ -241,8 +227,11 @@ fn two_layer_checkpoint_matches_the_spec_loads_and_runs() {
         .template()
         .render_turn(None, "Summarize: bees dance.")
         .unwrap();
-    assert!(prompt.starts_with("<s>[INST] Summarize"), "{prompt}");
-    let ids = model.tokenizer().encode(&prompt).unwrap();
+    assert!(
+        prompt.text().starts_with("<s>[INST] Summarize"),
+        "{prompt:?}"
+    );
+    let ids = model.tokenizer().encode_rendered(&prompt).unwrap();
     let mut cache = model.new_cache(ContextWindow::new(64).unwrap()).unwrap();
     let logits = model.forward(&ids, &mut cache).unwrap();
     let logits: Vec<f32> = logits.to_vec1().unwrap();

@@ -274,6 +274,11 @@ pub struct TokenizeArgs {
 }
 
 #[derive(Args)]
+    /// Tokenize the whole prompt `summarize` would send with its defaults
+    /// (chat template, instruction and the text), not the text alone. Control
+    /// tokens come only from the template: the text's never become one.
+    #[arg(long)]
+    pub prompt: bool,
 pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,

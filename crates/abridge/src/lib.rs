@@ -89,7 +89,7 @@ pub use summarize::{
     Chunk, Length, OutputFormat, Plan, Strategy, Summarizer, SummarizerBuilder, Summary,
     SummaryStats, parse_json_summary, split_text,
 };
-pub use tokenizer::template::{ChatTemplate, Message, Role};
+pub use tokenizer::template::{ChatTemplate, Message, RenderedPrompt, Role};
 pub use tokenizer::{TokenId, Tokenizer};
 
 // Summaries and models are shared across threads by servers and batch jobs.

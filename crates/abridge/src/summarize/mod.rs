@@ -15,6 +15,7 @@ use crate::generate::{
 use crate::input;
 use crate::model::{ContextWindow, Model};
 use crate::tokenizer::TokenId;
+use crate::tokenizer::template::RenderedPrompt;
 pub use chunk::{Chunk, split as split_text};
 pub use directives::{Length, OutputFormat, parse_json_summary};
 
@@ -287,7 +288,9 @@ impl Summarizer {
     /// The chat prompt for `text`, as the model will see it.
     pub fn prompt(&self, text: &str) -> Result<String> {
         input::check(text)?;
-        self.prompt_for(&self.final_instruction(), text)
+        Ok(self
+            .prompt_for(&self.final_instruction(), text)?
+            .into_text())
     }
 
     /// The instruction with the length and format asked for.
@@ -307,7 +310,7 @@ impl Summarizer {
         out
     }
 
-    fn prompt_for(&self, instruction: &str, text: &str) -> Result<String> {
+    fn prompt_for(&self, instruction: &str, text: &str) -> Result<RenderedPrompt> {
         let user = if instruction.trim().is_empty() {
             text.to_owned()
         } else {
@@ -363,8 +366,7 @@ impl Summarizer {
     /// and `reserve` tokens of answer fit the context window.
     fn fitted_prompt(&self, instruction: &str, text: &str, reserve: usize) -> Result<Vec<TokenId>> {
         let prompt = self.prompt_for(instruction, text)?;
-        // The template writes any BOS token itself.
-        let ids = self.model.tokenizer().encode(&prompt)?;
+        let ids = self.model.tokenizer().encode_rendered(&prompt)?;
         let context = self.context().tokens();
         let trained = self.model.info().trained_context;
         if ids.len() + reserve > context {
@@ -398,7 +400,7 @@ impl Summarizer {
         let overhead = self
             .model
             .tokenizer()
-            .encode(&self.prompt_for(PART_INSTRUCTION, "")?)?
+            .encode_rendered(&self.prompt_for(PART_INSTRUCTION, "")?)?
             .len();
         // A few tokens of slack: text tokenizes slightly differently inside the prompt.
         let used = overhead + self.part_reserve() + 8;

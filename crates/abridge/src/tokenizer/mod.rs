@@ -4,47 +4,44 @@
 //! single file is all a user needs. Two kinds exist in practice:
 //!
 //! - `gpt2`: byte-level BPE from `tokens` + `merges`, with the pre-tokenizer
-//!   regex named by `tokenizer.ggml.pre` (SmolLM2, Qwen2, Llama 3);
+//!   regex named by `tokenizer.ggml.pre` (SmolLM2, Qwen2, Llama 3), run by the
+//!   tokenizers crate;
 //! - `llama`: SentencePiece pieces with `scores` and byte-fallback tokens
-//!   (Mistral, Llama 2, Gemma).
+//!   (Mistral, Llama 2, Gemma), run by [`spm`], llama.cpp's algorithm.
 //!
-//! Both become a [`tokenizers::Tokenizer`] so encoding runs on the tokenizers
-//! crate's tested pipeline. For SentencePiece the merges are derived from the
-//! scores: llama.cpp merges the adjacent pair whose joined piece has the highest
-//! score, which is what BPE does when merges are ranked by that score.
 //! A `tokenizer.json` beside the model can override all of this
 //! ([`Tokenizer::from_json_file`]).
+//!
+//! Special tokens are matched by [`special`] before either runs: control
+//! tokens only in markup abridge wrote ([`Tokenizer::encode_markup`],
+//! [`Tokenizer::encode_rendered`]), never in text from elsewhere
+//! ([`Tokenizer::encode`]).
 
-use std::collections::HashMap;
 use std::path::Path;
 
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::decoders::DecoderWrapper;
-use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::decoders::fuse::Fuse;
-use tokenizers::decoders::sequence::Sequence as DecoderSequence;
-use tokenizers::decoders::strip::Strip as StripDecoder;
 use tokenizers::models::bpe::BPE;
-use tokenizers::normalizers::{
-    NormalizerWrapper, Prepend, Replace, Sequence as NormalizerSequence,
-};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, token_type};
 
 pub mod sentencepiece;
+mod special;
+mod spm;
 pub mod template;
+
+use special::{Fragment, SpecialTokens};
+use spm::SentencePieceBpe;
+use template::RenderedPrompt;
 
 /// A token id.
 pub type TokenId = u32;
-
-/// SentencePiece's word-boundary marker.
-const SPIECE_SPACE: &str = "\u{2581}";
 
 // Pre-tokenizer regexes, as llama.cpp applies them per `tokenizer.ggml.pre`.
 // GPT-2's own regex is the one built into the byte-level pre-tokenizer.
@@ -53,7 +50,10 @@ const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 
 /// Token texts that end a turn in the chat formats abridge knows, in addition
 /// to the file's declared end-of-sequence token (the list llama.cpp keeps).
+/// Such a token is a control token whatever the file says (Gemma's vocabulary
+/// calls `</s>` user-defined), as llama.cpp treats it.
 const END_OF_GENERATION_TEXTS: &[&str] = &[
+    "</s>",
     "<|eot_id|>",
     "<|im_end|>",
     "<|end|>",
@@ -77,9 +77,11 @@ pub enum TokenizerKind {
 /// A model's tokenizer with the special tokens the decode loop needs.
 #[derive(Clone)]
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    engine: Engine,
     kind: TokenizerKind,
     tokens: Vec<String>,
+    types: Vec<i64>,
+    specials: SpecialTokens,
     bos: Option<TokenId>,
     eos: Option<TokenId>,
     add_bos: bool,
@@ -96,6 +98,23 @@ impl std::fmt::Debug for Tokenizer {
             .field("eos", &self.eos)
             .finish()
     }
+}
+
+/// What splits plain text (no special tokens in it) into tokens.
+#[derive(Clone)]
+enum Engine {
+    /// The tokenizers crate: byte-level BPE, or a `tokenizer.json`.
+    Crate {
+        tokenizer: Box<tokenizers::Tokenizer>,
+        /// Bytes a byte-level vocabulary has no token for, with their
+        /// byte-level characters. llama.cpp cannot join tokens across such a
+        /// byte and drops it; the tokenizers crate drops it first and then
+        /// joins its neighbours, so such text is split there between the
+        /// crate's pre-tokenizer and its BPE.
+        missing_bytes: Box<[Option<char>; 256]>,
+    },
+    /// SentencePiece BPE, as llama.cpp runs it.
+    SentencePiece(Box<SentencePieceBpe>),
 }
 
 fn tok_err(e: impl std::fmt::Display) -> Error {
@@ -132,20 +151,31 @@ impl Vocabulary {
                 &format!("has {} entries for {} tokens", types.len(), tokens.len()),
             ));
         }
+        let mut types = types;
+        for (tok, ty) in tokens.iter().zip(&mut types) {
+            if END_OF_GENERATION_TEXTS.contains(&tok.as_str()) {
+                *ty = token_type::CONTROL;
+            }
+        }
         Ok(Self { tokens, types })
     }
 
-    /// Control and user-defined tokens are matched in the text before the
-    /// model's own splitting, as llama.cpp does when it parses special tokens.
-    fn added_tokens(&self) -> Vec<AddedToken> {
-        self.tokens
-            .iter()
-            .zip(&self.types)
-            .filter(|(_, t)| **t == token_type::CONTROL || **t == token_type::USER_DEFINED)
-            .map(|(tok, t)| {
-                AddedToken::from(tok.clone(), *t == token_type::CONTROL).normalized(false)
-            })
-            .collect()
+    /// Control (and unknown) tokens are matched only in markup, user-defined
+    /// ones everywhere, as llama.cpp does when told not to parse specials.
+    fn special_tokens(&self) -> Result<SpecialTokens> {
+        let of = |wanted: &[i64]| {
+            self.tokens
+                .iter()
+                .zip(&self.types)
+                .enumerate()
+                .filter(|(_, (_, t))| wanted.contains(t))
+                .map(|(id, (text, _))| (text.as_str(), id as TokenId))
+                .collect()
+        };
+        SpecialTokens::new(
+            of(&[token_type::CONTROL, token_type::UNKNOWN]),
+            of(&[token_type::USER_DEFINED]),
+        )
     }
 }
 
@@ -189,14 +219,17 @@ impl Tokenizer {
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
         let model = gguf.get_str("tokenizer.ggml.model")?;
         let vocab = Vocabulary::read(gguf)?;
-        let (inner, kind, default_add_bos) = match model {
+        let (engine, kind, default_add_bos) = match model {
             "gpt2" => (
-                build_gpt2(gguf, &vocab)?,
+                Engine::Crate {
+                    tokenizer: Box::new(build_gpt2(gguf, &vocab)?),
+                    missing_bytes: missing_bytes(&vocab),
+                },
                 TokenizerKind::BytePairGpt2,
                 false,
             ),
             "llama" => (
-                build_sentencepiece(gguf, &vocab)?,
+                Engine::SentencePiece(Box::new(build_sentencepiece(gguf, &vocab)?)),
                 TokenizerKind::SentencePiece,
                 true,
             ),
@@ -206,14 +239,17 @@ impl Tokenizer {
                 )));
             }
         };
-        Self::finish(inner, kind, vocab, gguf, default_add_bos)
+        let specials = vocab.special_tokens()?;
+        Self::finish(engine, kind, vocab, specials, gguf, default_add_bos)
     }
 
     /// Loads a Hugging Face `tokenizer.json`, taking the special token ids and
     /// the BOS policy from the model file.
     pub fn from_json_file(path: &Path, gguf: &GgufFile) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path)
+        let mut inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        // Special tokens are matched by `special`, which knows markup from text.
+        inner.set_encode_special_tokens(true);
         let size = inner.get_vocab_size(true);
         let mut tokens = vec![String::new(); size];
         for (tok, id) in inner.get_vocab(true) {
@@ -221,20 +257,36 @@ impl Tokenizer {
                 *slot = tok;
             }
         }
-        let types = vec![1; tokens.len()];
+        let mut types = vec![token_type::NORMAL; tokens.len()];
+        for (id, added) in inner.get_added_tokens_decoder() {
+            if let Some(slot) = types.get_mut(id as usize) {
+                *slot = if added.special {
+                    token_type::CONTROL
+                } else {
+                    token_type::USER_DEFINED
+                };
+            }
+        }
+        let vocab = Vocabulary { tokens, types };
+        let specials = vocab.special_tokens()?;
         Self::finish(
-            inner,
+            Engine::Crate {
+                tokenizer: Box::new(inner),
+                missing_bytes: Box::new([None; 256]),
+            },
             TokenizerKind::HuggingFaceJson,
-            Vocabulary { tokens, types },
+            vocab,
+            specials,
             gguf,
             false,
         )
     }
 
     fn finish(
-        inner: tokenizers::Tokenizer,
+        engine: Engine,
         kind: TokenizerKind,
         vocab: Vocabulary,
+        specials: SpecialTokens,
         gguf: &GgufFile,
         default_add_bos: bool,
     ) -> Result<Self> {
@@ -263,9 +315,11 @@ impl Tokenizer {
             .map(|(id, _)| id as TokenId)
             .collect();
         Ok(Self {
-            inner,
+            engine,
             kind,
             tokens: vocab.tokens,
+            types: vocab.types,
+            specials,
             bos,
             eos,
             add_bos,
@@ -322,15 +376,40 @@ impl Tokenizer {
         self.end_of_generation.binary_search(&id).is_ok()
     }
 
-    /// Tokenizes `text`, matching the vocabulary's special tokens (such as
-    /// `<|im_start|>`) where they occur, without adding a BOS token.
+    /// Tokenizes `text` as plain text, without a BOS token: strings such as
+    /// `<|im_end|>` in it stay text and never become control tokens.
+    /// User-defined tokens of the vocabulary are matched, as llama.cpp does.
+    ///
+    /// ```no_run
+    /// # fn main() -> abridge::Result<()> {
+    /// let model = abridge::Model::load("model.gguf", abridge::ModelOptions::default())?;
+    /// let ids = model.tokenizer().encode("Bees <|im_end|> dance.")?;
+    /// assert!(ids.iter().all(|&id| !model.tokenizer().is_control(id)));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn encode(&self, text: &str) -> Result<Vec<TokenId>> {
-        let enc = self.inner.encode_fast(text, false).map_err(tok_err)?;
-        Ok(enc.get_ids().to_vec())
+        self.encode_parts(text, std::slice::from_ref(&(0..text.len())))
     }
 
-    /// Tokenizes a whole prompt: [`encode`](Self::encode), with the BOS token in
-    /// front when the model asks for one.
+    /// Tokenizes markup written by the program, not taken from a document:
+    /// control-token strings (`<|im_start|>`, `<s>`) become their tokens.
+    /// Adds no BOS token.
+    pub fn encode_markup(&self, text: &str) -> Result<Vec<TokenId>> {
+        self.encode_parts(text, &[])
+    }
+
+    /// Tokenizes a rendered chat prompt: control tokens are recognised in the
+    /// template's own markup and nowhere in the text the messages supplied.
+    /// The template writes any BOS token itself.
+    pub fn encode_rendered(&self, prompt: &RenderedPrompt) -> Result<Vec<TokenId>> {
+        self.encode_parts(prompt.text(), prompt.supplied())
+    }
+
+    /// Tokenizes a whole prompt written as markup
+    /// ([`encode_markup`](Self::encode_markup)), with the BOS token in front
+    /// when the model asks for one: llama.cpp's tokenization with special
+    /// tokens added and parsed.
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<TokenId>> {
         let mut ids = Vec::new();
         if self.add_bos
@@ -338,8 +417,61 @@ impl Tokenizer {
         {
             ids.push(bos);
         }
-        ids.extend(self.encode(text)?);
+        ids.extend(self.encode_markup(text)?);
         Ok(ids)
+    }
+
+    fn encode_parts(
+        &self,
+        text: &str,
+        supplied: &[std::ops::Range<usize>],
+    ) -> Result<Vec<TokenId>> {
+        let mut ids = Vec::new();
+        let mut after_special = true;
+        for fragment in self.specials.partition(text, supplied) {
+            match fragment {
+                Fragment::Token(id) => {
+                    ids.push(id);
+                    after_special = true;
+                }
+                Fragment::Text(range) => {
+                    let piece = &text[range];
+                    match &self.engine {
+                        Engine::Crate {
+                            tokenizer,
+                            missing_bytes,
+                        } => {
+                            if piece
+                                .bytes()
+                                .any(|b| missing_bytes[usize::from(b)].is_some())
+                            {
+                                encode_around_missing(tokenizer, missing_bytes, piece, &mut ids)?;
+                            } else {
+                                let enc = tokenizer.encode_fast(piece, false).map_err(tok_err)?;
+                                ids.extend_from_slice(enc.get_ids());
+                            }
+                        }
+                        Engine::SentencePiece(spm) => spm.encode(piece, after_special, &mut ids)?,
+                    }
+                    after_special = false;
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Whether `id` is a control token (`<s>`, `<|im_end|>`): markup that
+    /// plain text never produces.
+    pub fn is_control(&self, id: TokenId) -> bool {
+        self.types.get(id as usize) == Some(&token_type::CONTROL)
+    }
+
+    /// The id of the token whose text is exactly `piece`, if any.
+    pub fn token_id(&self, piece: &str) -> Option<TokenId> {
+        self.tokens
+            .iter()
+            .position(|t| t == piece)
+            .map(|id| id as TokenId)
     }
 
     /// Turns tokens back into text, leaving out control tokens.
@@ -350,7 +482,17 @@ impl Tokenizer {
                 self.tokens.len()
             )));
         }
-        self.inner.decode(ids, true).map_err(tok_err)
+        match &self.engine {
+            Engine::Crate { tokenizer: t, .. } => {
+                let kept: Vec<TokenId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|&id| !self.is_control(id))
+                    .collect();
+                t.decode(&kept, true).map_err(tok_err)
+            }
+            Engine::SentencePiece(spm) => Ok(spm.decode(&self.tokens, &self.types, ids)),
+        }
     }
 }
 
@@ -359,6 +501,58 @@ impl Tokenizer {
 /// the byte piece `<0x0A>`; `:`, `"` and `*` are stored as themselves by both.
 fn is_sequence_breaker(piece: &str) -> bool {
     piece == "<0x0A>" || piece.contains(['\n', '\u{010A}', ':', '"', '*'])
+}
+
+/// Byte-level BPE with merges stopped at bytes the vocabulary lacks, which
+/// are dropped: pre-tokenized on the whole text, then each pre-token's runs
+/// between missing bytes encoded apart.
+fn encode_around_missing(
+    tokenizer: &tokenizers::Tokenizer,
+    missing_bytes: &[Option<char>; 256],
+    text: &str,
+    ids: &mut Vec<TokenId>,
+) -> Result<()> {
+    use tokenizers::{Model, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
+    let mut pre = PreTokenizedString::from(text);
+    if let Some(p) = tokenizer.get_pre_tokenizer() {
+        p.pre_tokenize(&mut pre).map_err(tok_err)?;
+    }
+    let missing: Vec<char> = missing_bytes.iter().flatten().copied().collect();
+    for (split, _, _) in pre.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+        for part in split.split(missing.as_slice()).filter(|p| !p.is_empty()) {
+            let tokens = tokenizer.get_model().tokenize(part).map_err(tok_err)?;
+            ids.extend(tokens.iter().map(|t| t.id));
+        }
+    }
+    Ok(())
+}
+
+/// The bytes whose byte-level character (GPT-2's byte-to-unicode table:
+/// printable Latin-1 stands for itself, every other byte for U+0100 onwards
+/// in order) is not a token of the vocabulary, with that character.
+fn missing_bytes(vocab: &Vocabulary) -> Box<[Option<char>; 256]> {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let known: std::collections::HashSet<&str> = vocab
+        .tokens
+        .iter()
+        .map(String::as_str)
+        .filter(|t| t.chars().count() == 1)
+        .collect();
+    let mut missing = Box::new([None; 256]);
+    let mut next_unprintable = 0x100;
+    for b in 0..=255u8 {
+        let c = if printable(b) {
+            char::from(b)
+        } else {
+            let c = char::from_u32(next_unprintable).unwrap_or(char::REPLACEMENT_CHARACTER);
+            next_unprintable += 1;
+            c
+        };
+        if !known.contains(c.encode_utf8(&mut [0; 4]) as &str) {
+            missing[usize::from(b)] = Some(c);
+        }
+    }
+    missing
 }
 
 fn build_gpt2(gguf: &GgufFile, vocab: &Vocabulary) -> Result<tokenizers::Tokenizer> {
@@ -426,12 +620,10 @@ fn build_gpt2(gguf: &GgufFile, vocab: &Vocabulary) -> Result<tokenizers::Tokeniz
     let mut tok = tokenizers::Tokenizer::new(bpe);
     tok.with_pre_tokenizer(Some(pre_tokenizer));
     tok.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevelDecoder::default())));
-    tok.add_special_tokens(vocab.added_tokens())
-        .map_err(tok_err)?;
     Ok(tok)
 }
 
-fn build_sentencepiece(gguf: &GgufFile, vocab: &Vocabulary) -> Result<tokenizers::Tokenizer> {
+fn build_sentencepiece(gguf: &GgufFile, vocab: &Vocabulary) -> Result<SentencePieceBpe> {
     let scores: Vec<f32> = match gguf.get("tokenizer.ggml.scores") {
         None => vec![0.0; vocab.tokens.len()],
         Some(v) => v
@@ -455,75 +647,16 @@ fn build_sentencepiece(gguf: &GgufFile, vocab: &Vocabulary) -> Result<tokenizers
             ),
         ));
     }
-    let merges = sentencepiece_merges(vocab, &scores);
-    let ids: tokenizers::models::bpe::Vocab = vocab
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
-    let mut builder = BPE::builder()
-        .vocab_and_merges(ids, merges)
-        .byte_fallback(true)
-        .fuse_unk(true);
-    if let Some(unk) = optional_id(gguf, "tokenizer.ggml.unknown_token_id", vocab.tokens.len())? {
-        builder = builder.unk_token(vocab.tokens[unk as usize].clone());
-    }
-    let bpe = builder.build().map_err(tok_err)?;
+    let unknown = optional_id(gguf, "tokenizer.ggml.unknown_token_id", vocab.tokens.len())?;
     let add_space_prefix = gguf
         .get("tokenizer.ggml.add_space_prefix")
         .and_then(|v| v.as_bool())
         .unwrap_or(true);
-    let replace = NormalizerWrapper::Replace(Replace::new(" ", SPIECE_SPACE).map_err(tok_err)?);
-    let normalizer = if add_space_prefix {
-        NormalizerWrapper::Sequence(NormalizerSequence::new(vec![
-            NormalizerWrapper::Prepend(Prepend::new(SPIECE_SPACE.into())),
-            replace,
-        ]))
-    } else {
-        replace
-    };
-    let mut decoders = vec![
-        DecoderWrapper::Replace(Replace::new(SPIECE_SPACE, " ").map_err(tok_err)?),
-        DecoderWrapper::ByteFallback(ByteFallback::new()),
-        DecoderWrapper::Fuse(Fuse::new()),
-    ];
-    if add_space_prefix {
-        decoders.push(DecoderWrapper::Strip(StripDecoder::new(' ', 1, 0)));
-    }
-    let mut tok = tokenizers::Tokenizer::new(bpe);
-    tok.with_normalizer(Some(normalizer)).map_err(tok_err)?;
-    tok.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(
-        decoders,
-    ))));
-    tok.add_special_tokens(vocab.added_tokens())
-        .map_err(tok_err)?;
-    Ok(tok)
-}
-
-/// Every split of a piece into two pieces that are both in the vocabulary is a
-/// merge; merges rank by the joined piece's score, highest first, which makes
-/// BPE reproduce SentencePiece's highest-score-first merging.
-fn sentencepiece_merges(vocab: &Vocabulary, scores: &[f32]) -> Vec<(String, String)> {
-    let mergeable =
-        |i: usize| vocab.types[i] != token_type::BYTE && vocab.types[i] != token_type::CONTROL;
-    let index: HashMap<&str, usize> = vocab
-        .tokens
-        .iter()
-        .enumerate()
-        .filter(|&(i, _)| mergeable(i))
-        .map(|(i, t)| (t.as_str(), i))
-        .collect();
-    let mut merges: Vec<(f32, usize, usize, String, String)> = Vec::new();
-    for (&piece, &id) in &index {
-        for (split, _) in piece.char_indices().skip(1) {
-            let (left, right) = piece.split_at(split);
-            if let (Some(&l), Some(&r)) = (index.get(left), index.get(right)) {
-                merges.push((scores[id], l, r, left.to_owned(), right.to_owned()));
-            }
-        }
-    }
-    // Highest score first; ties in vocabulary order keep the result deterministic.
-    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    merges.into_iter().map(|(_, _, _, l, r)| (l, r)).collect()
+    Ok(SentencePieceBpe::new(
+        &vocab.tokens,
+        &vocab.types,
+        scores,
+        unknown,
+        add_space_prefix,
+    ))
 }

@@ -10,6 +10,15 @@
 //! Many templates (Mistral's among them) have no system role and raise an
 //! error when given one. Then the system text is folded into the first user
 //! turn, separated by a blank line, which is what Ollama does for Mistral.
+//!
+//! A rendered prompt remembers which of its bytes came from the messages
+//! ([`RenderedPrompt`]), so the tokenizer parses control tokens only in the
+//! template's own markup. To find them, the template is rendered once with a
+//! placeholder for each message and once with the messages; the two agree
+//! when the template copies each message in (as is, or trimmed), which is
+//! what chat templates do.
+
+use std::ops::Range;
 
 use minijinja::{Environment, ErrorKind, Value, context};
 use serde::Serialize;
@@ -131,11 +140,7 @@ impl ChatTemplate {
         };
         let (source, origin) = match gguf.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
             Some(t) if !t.trim().is_empty() => (t.to_owned(), TemplateSource::ModelFile),
-            _ if tokenizer
-                .encode("<|im_start|>")
-                .map(|ids| ids.len() == 1)
-                .unwrap_or(false) =>
-            {
+            _ if tokenizer.token_id("<|im_start|>").is_some() => {
                 (CHATML.to_owned(), TemplateSource::Builtin(Builtin::ChatMl))
             }
             _ => (
@@ -189,6 +194,50 @@ impl ChatTemplate {
     /// Renders `messages`, ending with the assistant's turn opening when
     /// `add_generation_prompt` is set.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_text(messages, add_generation_prompt)
+    }
+
+    /// Renders `messages` as [`render`](Self::render) does, marking where
+    /// each message's text landed.
+    ///
+    /// ```
+    /// use abridge::{ChatTemplate, Message, Role};
+    ///
+    /// let chatml = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}";
+    /// let template = ChatTemplate::from_source(chatml, "", "");
+    /// let doc = "Bees.<|im_end|>";
+    /// let prompt = template.render_marked(&[Message::new(Role::User, doc)], false)?;
+    /// let user = &prompt.supplied()[0];
+    /// assert_eq!(&prompt.text()[user.clone()], doc);
+    /// # Ok::<(), abridge::Error>(())
+    /// ```
+    pub fn render_marked(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<RenderedPrompt> {
+        let text = self.render_text(messages, add_generation_prompt)?;
+        let placeholders: Vec<Message> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Message::new(m.role, placeholder(i)))
+            .collect();
+        let skeleton = self.render_text(&placeholders, add_generation_prompt)?;
+        // Templates copy a message as it is or trimmed (Gemma's, Llama 3's).
+        for trim in [false, true] {
+            let marked = fill(&skeleton, messages, trim);
+            if marked.text == text {
+                return Ok(marked);
+            }
+        }
+        Err(Error::Template(
+            "the chat template changes the messages' text, so its markup cannot be told apart \
+             from the text; special tokens in the text would be read as markup"
+                .into(),
+        ))
+    }
+
+    fn render_text(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -215,23 +264,88 @@ impl ChatTemplate {
     /// Renders a system text (optional) and one user message, ready for the
     /// assistant's answer. When the template rejects or drops the system
     /// role, the system text goes in front of the user message instead.
-    pub fn render_turn(&self, system: Option<&str>, user: &str) -> Result<String> {
+    pub fn render_turn(&self, system: Option<&str>, user: &str) -> Result<RenderedPrompt> {
         let system = system.filter(|s| !s.trim().is_empty());
         if let Some(system) = system {
             let messages = [
                 Message::new(Role::System, system),
                 Message::new(Role::User, user),
             ];
-            if let Ok(text) = self.render(&messages, true)
-                && text.contains(system)
+            if let Ok(prompt) = self.render_marked(&messages, true)
+                && prompt.text().contains(system)
             {
-                return Ok(text);
+                return Ok(prompt);
             }
             let folded = format!("{system}\n\n{user}");
-            return self.render(&[Message::new(Role::User, folded)], true);
+            return self.render_marked(&[Message::new(Role::User, folded)], true);
         }
-        self.render(&[Message::new(Role::User, user)], true)
+        self.render_marked(&[Message::new(Role::User, user)], true)
     }
+}
+
+/// A rendered chat prompt that knows which of its bytes the messages
+/// supplied: the tokenizer parses special tokens only outside them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedPrompt {
+    text: String,
+    supplied: Vec<Range<usize>>,
+}
+
+impl RenderedPrompt {
+    /// The prompt's text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Where message text lies in [`text`](Self::text), in order; everything
+    /// else is the template's markup.
+    pub fn supplied(&self) -> &[Range<usize>] {
+        &self.supplied
+    }
+
+    /// The prompt's text, owned.
+    pub fn into_text(self) -> String {
+        self.text
+    }
+}
+
+/// Stands for message `i` in a render; private-use characters, which no
+/// template writes and no document needs around a number.
+fn placeholder(i: usize) -> String {
+    format!("\u{F8F0}{i}\u{F8F1}")
+}
+
+/// The skeleton with every placeholder replaced by its message.
+fn fill(skeleton: &str, messages: &[Message], trim: bool) -> RenderedPrompt {
+    let mut text = String::with_capacity(skeleton.len());
+    let mut supplied = Vec::new();
+    let mut rest = skeleton;
+    while let Some(start) = rest.find('\u{F8F0}') {
+        let after = &rest[start + '\u{F8F0}'.len_utf8()..];
+        let Some(end) = after.find('\u{F8F1}') else {
+            break;
+        };
+        let Some(message) = after[..end]
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| messages.get(i))
+        else {
+            break;
+        };
+        text.push_str(&rest[..start]);
+        let content = if trim {
+            message.content.trim()
+        } else {
+            &message.content
+        };
+        if !content.is_empty() {
+            supplied.push(text.len()..text.len() + content.len());
+        }
+        text.push_str(content);
+        rest = &after[end + '\u{F8F1}'.len_utf8()..];
+    }
+    text.push_str(rest);
+    RenderedPrompt { text, supplied }
 }
 
 #[cfg(test)]
@@ -242,8 +356,10 @@ mod tests {
     fn chatml_renders_system_and_user() {
         let t = ChatTemplate::from_source(CHATML, "", "<|im_end|>");
         let s = t.render_turn(Some("Be brief."), "Hi").unwrap();
+        let supplied: Vec<&str> = s.supplied().iter().map(|r| &s.text()[r.clone()]).collect();
+        assert_eq!(supplied, ["Be brief.", "Hi"]);
         assert_eq!(
-            s,
+            s.text(),
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
     }
@@ -252,7 +368,8 @@ mod tests {
     fn system_is_folded_where_the_template_has_no_system_role() {
         let t = ChatTemplate::from_source(MISTRAL, "<s>", "</s>");
         let s = t.render_turn(Some("Be brief."), "Hi").unwrap();
-        assert_eq!(s, "<s>[INST] Be brief.\n\nHi [/INST]");
+        assert_eq!(s.text(), "<s>[INST] Be brief.\n\nHi [/INST]");
+        assert_eq!(s.supplied(), std::slice::from_ref(&(10..23)));
     }
 
     #[test]
@@ -260,11 +377,12 @@ mod tests {
         let t = ChatTemplate::from_source(OLLAMA_MISTRAL, "<s>", "</s>");
         assert_eq!(
             t.render_turn(Some("You are a helpful assistant."), "Hello, how are you?")
-                .unwrap(),
+                .unwrap()
+                .text(),
             "<s>[INST] You are a helpful assistant.\n\nHello, how are you?[/INST]"
         );
         assert_eq!(
-            t.render_turn(None, "Hello, how are you?").unwrap(),
+            t.render_turn(None, "Hello, how are you?").unwrap().text(),
             "<s>[INST] Hello, how are you?[/INST]"
         );
         // Later turns: the system text moves to the last user turn, as the
@@ -286,6 +404,31 @@ mod tests {
         let t = ChatTemplate::from_source("{% for %}", "", "");
         let err = t.render_turn(None, "Hi").unwrap_err();
         assert!(err.to_string().contains("chat template"), "{err}");
+    }
+
+    #[test]
+    fn trimmed_messages_are_found() {
+        let t = ChatTemplate::from_source(
+            "{% for m in messages %}<t>{{ m['content'] | trim }}</t>{% endfor %}",
+            "",
+            "",
+        );
+        let p = t
+            .render_marked(&[Message::new(Role::User, " <t>x\n")], false)
+            .unwrap();
+        assert_eq!(p.text(), "<t><t>x</t>");
+        assert_eq!(p.supplied(), std::slice::from_ref(&(3..7)));
+    }
+
+    #[test]
+    fn a_template_that_rewrites_the_text_is_refused() {
+        let t = ChatTemplate::from_source(
+            "{% for m in messages %}{{ m['content'] | upper }}{% endfor %}",
+            "",
+            "",
+        );
+        let err = t.render_turn(None, "hi").unwrap_err();
+        assert!(err.to_string().contains("changes the messages"), "{err}");
     }
 
     #[test]
