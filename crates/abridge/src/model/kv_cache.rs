@@ -32,9 +32,18 @@ pub struct CacheShape {
 
 impl CacheShape {
     /// Bytes the cache takes for `capacity` positions (f16 keys and values).
+    /// Saturates rather than overflows: a shape too large to count is too
+    /// large to allocate, and the memory check refuses it.
     pub fn bytes(&self, capacity: usize) -> u64 {
-        (self.layers * self.kv_heads * (self.key_dim + self.value_dim) * capacity) as u64
-            * ENTRY.size_in_bytes() as u64
+        [
+            self.layers,
+            self.kv_heads,
+            self.key_dim.saturating_add(self.value_dim),
+            capacity,
+            ENTRY.size_in_bytes(),
+        ]
+        .into_iter()
+        .fold(1u64, |acc, n| acc.saturating_mul(n as u64))
     }
 }
 

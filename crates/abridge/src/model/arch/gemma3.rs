@@ -22,7 +22,7 @@
 //! The output projection is tied to the embedding matrix when the file has
 //! no `output.weight` (the 270m file has none).
 //!
-//! Weights, rope tables, attention and the preallocated [`KvCache`] are the
+//! Weights, rope, attention and the preallocated [`KvCache`] are the
 //! ones every family uses; sliding-window layers read only the
 //! window's slice of the cache, so their attention cost stays bounded on long
 //! prompts.
@@ -32,7 +32,7 @@ use std::sync::Arc;
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
-use super::{Family, HParams, Loader, Weight, rms_norm, rope_tables};
+use super::{Family, HParams, Loader, Rope, Weight, rms_norm};
 use crate::error::Result;
 use crate::gguf::GgufFile;
 use crate::kernels::attention::attention;
@@ -144,13 +144,6 @@ struct Block {
     post_ffn_norm: Tensor,
 }
 
-/// Rope tables for one base, `(positions, head_dim/2)` each.
-#[derive(Debug)]
-struct Rope {
-    cos: Tensor,
-    sin: Tensor,
-}
-
 /// A loaded Gemma 3 model.
 #[derive(Debug)]
 pub(crate) struct Gemma3 {
@@ -200,12 +193,8 @@ impl Gemma3 {
         }
         let output_norm = l.dense("output_norm.weight", c.hidden)?;
         let output = l.output(c, &embed)?;
-        let rope = |base| -> Result<Rope> {
-            let (cos, sin) = rope_tables(c.head_dim, base, c.trained_context, device)?;
-            Ok(Rope { cos, sin })
-        };
-        let rope_global = rope(c.rope_base)?;
-        let rope_local = rope(LOCAL_ROPE_BASE)?;
+        let rope_global = Rope::new(c.head_dim, c.rope_base, device)?;
+        let rope_local = Rope::new(c.head_dim, LOCAL_ROPE_BASE, device)?;
         Ok(Self {
             embed_scale: (c.hidden as f64).sqrt(),
             hp,
@@ -227,11 +216,8 @@ impl Gemma3 {
         let pos = cache.len();
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = (self.embed.embedding(&ids)? * self.embed_scale)?;
-        let rope_at = |r: &Rope| -> Result<(Tensor, Tensor)> {
-            Ok((r.cos.narrow(0, pos, seq)?, r.sin.narrow(0, pos, seq)?))
-        };
-        let global_rope = rope_at(&self.rope_global)?;
-        let local_rope = rope_at(&self.rope_local)?;
+        let global_rope = self.rope_global.at(pos, seq)?;
+        let local_rope = self.rope_local.at(pos, seq)?;
         for (i, b) in self.blocks.iter().enumerate() {
             let ((cos, sin), window) = if b.sliding {
                 (&local_rope, self.extra.sliding_window)

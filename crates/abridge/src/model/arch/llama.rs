@@ -10,7 +10,7 @@ use std::sync::Arc;
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
-use super::{Architecture, Family, HParams, Linear, Loader, Weight, rms_norm, rope_tables};
+use super::{Architecture, Family, HParams, Linear, Loader, Rope, Weight, rms_norm};
 use crate::error::Result;
 use crate::kernels::attention::attention;
 use crate::model::kv_cache::KvCache;
@@ -48,8 +48,7 @@ pub(crate) struct Llama {
     blocks: Vec<Block>,
     output_norm: Tensor,
     output: Weight,
-    rope_cos: Tensor,
-    rope_sin: Tensor,
+    rope: Rope,
     device: Device,
 }
 
@@ -58,6 +57,14 @@ impl Llama {
     /// shape.
     pub(crate) fn load(gguf: &crate::gguf::GgufFile, hp: HParams, device: &Device) -> Result<Self> {
         let c = &hp;
+        // Values share the keys' head size in these checkpoints; the cache is
+        // sized by `value_dim`, so a different one must not get that far.
+        if c.value_dim != c.head_dim {
+            return Err(hp.meta(gguf).error(
+                "attention.value_length",
+                format!("{} differs from the key length {}", c.value_dim, c.head_dim),
+            ));
+        }
         let q_dim = c.heads * c.head_dim;
         let kv_dim = c.kv_heads * c.head_dim;
         let l = Loader { gguf, device };
@@ -79,7 +86,7 @@ impl Llama {
         }
         let output_norm = l.dense("output_norm.weight", c.hidden)?;
         let output = l.output(c, &embed)?;
-        let (rope_cos, rope_sin) = rope_tables(c.head_dim, c.rope_base, c.trained_context, device)?;
+        let rope = Rope::new(c.head_dim, c.rope_base, device)?;
         let rope_style = match c.architecture {
             Architecture::Qwen2 => RopeStyle::Neox,
             _ => RopeStyle::Interleaved,
@@ -91,8 +98,7 @@ impl Llama {
             blocks,
             output_norm,
             output,
-            rope_cos,
-            rope_sin,
+            rope,
             device: device.clone(),
         })
     }
@@ -103,8 +109,7 @@ impl Llama {
         let pos = cache.len();
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embed.embedding(&ids)?;
-        let cos = self.rope_cos.narrow(0, pos, seq)?;
-        let sin = self.rope_sin.narrow(0, pos, seq)?;
+        let (cos, sin) = self.rope.at(pos, seq)?;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         for (i, b) in self.blocks.iter().enumerate() {
             let h = rms_norm(&x, &b.attn_norm, c.norm_eps)?;

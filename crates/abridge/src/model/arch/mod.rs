@@ -11,7 +11,7 @@
 //!   from the GGUF metadata in one place;
 //! - [`Weight`] and [`Linear`]: a quantized projection, multiplied by the
 //!   fastest kernel for its block type;
-//! - rope tables and the chunked forward pass driver.
+//! - [`Rope`] and the chunked forward pass driver.
 //!
 //! Each family's file (`llama.rs` for llama, mistral and qwen2; `gemma3.rs`)
 //! holds only what differs: its own extra hyper-parameters and its block.
@@ -127,6 +127,17 @@ impl HParams {
             prefix: &prefix,
         };
         let layers = m.count("block_count")?;
+        // Every block has weights of its own: a count beyond the tensor table
+        // is a corrupt header, and must not size what loading allocates.
+        if layers > gguf.tensors().len() {
+            return Err(m.error(
+                "block_count",
+                format!(
+                    "{layers} blocks cannot fit in the file's {} tensors",
+                    gguf.tensors().len()
+                ),
+            ));
+        }
         let hidden = m.count("embedding_length")?;
         let heads = m.count("attention.head_count")?;
         let kv_heads = m.count_or("attention.head_count_kv", heads)?;
@@ -431,24 +442,39 @@ fn forward_in_chunks(
     last.ok_or(Error::EmptyPrompt)
 }
 
-/// `cos` and `sin` of `position × base^(-2i/d)` for every position the model
-/// can see, each `(positions, d/2)`.
-pub(crate) fn rope_tables(
-    head_dim: usize,
-    base: f64,
-    positions: usize,
-    device: &Device,
-) -> Result<(Tensor, Tensor)> {
-    let half = head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| (1.0 / base.powf(2.0 * i as f64 / head_dim as f64)) as f32)
-        .collect();
-    let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
-    let pos = Tensor::arange(0u32, positions as u32, device)?
-        .to_dtype(candle_core::DType::F32)?
-        .reshape((positions, 1))?;
-    let angles = pos.broadcast_mul(&inv_freq)?;
-    Ok((angles.cos()?.contiguous()?, angles.sin()?.contiguous()?))
+/// Rotary embedding angles for one base frequency: the `cos` and `sin` of
+/// `position × base^(-2i/d)`, computed for the positions of each chunk as
+/// it runs. A table for the whole trained context would make the header's
+/// context length decide what loading allocates (16 GiB for a corrupt
+/// `context_length` of 2²⁴ and 128-wide heads), and costs legitimate
+/// long-context models hundreds of MiB for positions most runs never reach.
+#[derive(Debug)]
+pub(crate) struct Rope {
+    /// `base^(-2i/d)` for each pair of dimensions, `(1, d/2)`.
+    inv_freq: Tensor,
+}
+
+impl Rope {
+    pub(crate) fn new(head_dim: usize, base: f64, device: &Device) -> Result<Self> {
+        let half = head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| (1.0 / base.powf(2.0 * i as f64 / head_dim as f64)) as f32)
+            .collect();
+        Ok(Self {
+            inv_freq: Tensor::from_vec(inv_freq, (1, half), device)?,
+        })
+    }
+
+    /// `cos` and `sin` for positions `start..start + len`, each `(len, d/2)`.
+    pub(crate) fn at(&self, start: usize, len: usize) -> Result<(Tensor, Tensor)> {
+        // Positions stay below the trained context, which `Meta::count`
+        // keeps under 2²⁴: exact in u32 and in f32.
+        let pos = Tensor::arange(start as u32, (start + len) as u32, self.inv_freq.device())?
+            .to_dtype(candle_core::DType::F32)?
+            .reshape((len, 1))?;
+        let angles = pos.broadcast_mul(&self.inv_freq)?;
+        Ok((angles.cos()?.contiguous()?, angles.sin()?.contiguous()?))
+    }
 }
 
 /// RMS norm of the last dimension of `x`, scaled by `weight`.
