@@ -31,6 +31,7 @@
 //! - [`quality`]: measures of a summary (repetition, completeness, length,
 //!   coverage, ROUGE-L), shared by the tests and `abridge eval`;
 //! - [`input`]: text, HTML and PDF documents, and saved requests;
+//! - [`output`]: files that appear complete under their name or not at all;
 //! - [`registry`]: model names, where their files are (abridge's directory,
 //!   the Hugging Face cache, Ollama's store), and downloads;
 //! - [`bench`]: prompt and generation throughput, as llama-bench measures it;
@@ -68,6 +69,7 @@ pub mod input;
 #[doc(hidden)]
 pub mod kernels;
 mod model;
+pub mod output;
 pub mod quality;
 pub mod registry;
 mod rng;

@@ -32,7 +32,6 @@
 //! ```
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -42,6 +41,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::gguf::{FILE_TYPE_MOSTLY_Q4_K_M, GgufWriter, TensorSpec, Value};
+use crate::output::AtomicFile;
 use crate::rng::SplitMix64;
 use crate::tokenizer::sentencepiece::{PieceType, SentencePieceModel};
 
@@ -384,9 +384,9 @@ pub fn write_named(
 /// Writes a synthetic Mistral-7B-Instruct-v0.2 Q4_K_M to `path` (about 4.1 GiB
 /// with all 32 layers), calling `progress(done_bytes, total_bytes)` as it goes.
 ///
-/// The file is written under a temporary name in the same directory
-/// (`.NAME.partial`) and renamed when complete, so an interrupted run leaves
-/// nothing that looks like a finished model. Memory use stays around a few
+/// The file is written as an [`AtomicFile`] (a temporary name in the same
+/// directory, renamed when complete), so an interrupted run leaves nothing
+/// that looks like a finished model. Memory use stays around a few
 /// tens of MiB per CPU thread whatever the file's size.
 pub fn write_mistral_7b(
     path: impl AsRef<Path>,
@@ -424,18 +424,11 @@ pub fn write_mistral_7b(
     let tensors = q4_k_m_tensors(&spec, layers);
     let count = tensors.len();
 
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::InvalidOption(format!("{} does not name a file", path.display())))?
-        .to_string_lossy()
-        .into_owned();
-    let partial = path.with_file_name(format!(".{file_name}.partial"));
-    let mut guard = RemoveOnDrop(Some(partial.clone()));
     let write_err = |source| Error::Write {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::create(&partial).map_err(write_err)?;
+    let file = AtomicFile::create(path)?;
     let mut writer = GgufWriter::new(
         BufWriter::with_capacity(1 << 20, file),
         &metadata,
@@ -454,15 +447,12 @@ pub fn write_mistral_7b(
             &mut progress,
         )?;
     }
-    let file = writer
+    writer
         .finish()
         .map_err(write_err)?
         .into_inner()
-        .map_err(|e| write_err(e.into_error()))?;
-    file.sync_all().map_err(write_err)?;
-    drop(file);
-    std::fs::rename(&partial, path).map_err(write_err)?;
-    guard.0 = None;
+        .map_err(|e| write_err(e.into_error()))?
+        .commit()?;
     Ok(Synthesized {
         path: path.to_path_buf(),
         bytes: total,
@@ -470,17 +460,6 @@ pub fn write_mistral_7b(
         tensors: count,
         real_vocabulary: vocab.real,
     })
-}
-
-/// Deletes a temporary file unless disarmed.
-struct RemoveOnDrop(Option<PathBuf>);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
 }
 
 /// Standard deviation of the random matrices: small enough that activations
@@ -558,6 +537,8 @@ fn fill_normal(rng: &mut SplitMix64, out: &mut [f32], std: f32) {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
+
     use super::*;
     use crate::gguf::GgufFile;
 
