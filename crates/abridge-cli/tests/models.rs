@@ -11,7 +11,9 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use predicates::prelude::*;
@@ -46,6 +48,9 @@ enum Reply {
     Full,
     /// Headers for the whole answer, then only this many body bytes, then close.
     CutAfter(usize),
+    /// This many body bytes, then nothing until [`Server::release`], then the
+    /// rest: a download caught mid-way for as long as a test needs.
+    Hold(usize),
     /// This status and an empty body.
     Status(u16),
 }
@@ -64,6 +69,27 @@ struct Seen {
 struct Server {
     port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
+    gate: Arc<Gate>,
+}
+
+/// Where `Reply::Hold` answers wait: how many are holding, and whether the
+/// test has let them go on.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl Gate {
+    /// Counts this answer as holding and blocks until released.
+    fn hold(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.0 += 1;
+        self.changed.notify_all();
+        while !state.1 {
+            state = self.changed.wait(state).unwrap();
+        }
+    }
 }
 
 impl Server {
@@ -72,18 +98,36 @@ impl Server {
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let plan = Arc::new(Mutex::new(VecDeque::from(plan)));
+        let gate = Arc::new(Gate::default());
         let body = smollm2_bytes();
         {
-            let seen = seen.clone();
+            let (seen, gate) = (seen.clone(), gate.clone());
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     let Ok(stream) = stream else { continue };
-                    let (seen, plan) = (seen.clone(), plan.clone());
-                    std::thread::spawn(move || serve(stream, body, &seen, &plan));
+                    let (seen, plan, gate) = (seen.clone(), plan.clone(), gate.clone());
+                    std::thread::spawn(move || serve(stream, body, &seen, &plan, &gate));
                 }
             });
         }
-        Self { port, seen }
+        Self { port, seen, gate }
+    }
+
+    /// Waits until an answer has sent its first bytes and holds.
+    fn wait_for_hold(&self) {
+        let state = self.gate.state.lock().unwrap();
+        let (state, _) = self
+            .gate
+            .changed
+            .wait_timeout_while(state, Duration::from_secs(30), |s| s.0 == 0)
+            .unwrap();
+        assert!(state.0 > 0, "no download started");
+    }
+
+    /// Lets held answers send the rest.
+    fn release(&self) {
+        self.gate.state.lock().unwrap().1 = true;
+        self.gate.changed.notify_all();
     }
 
     fn endpoint(&self) -> String {
@@ -104,6 +148,7 @@ fn serve(
     body: &[u8],
     seen: &Mutex<Vec<Seen>>,
     plan: &Mutex<VecDeque<Reply>>,
+    gate: &Gate,
 ) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
@@ -149,7 +194,7 @@ fn serve(
             };
             return status_only(&mut stream, status, reason);
         }
-        Reply::Full => None,
+        Reply::Full | Reply::Hold(_) => None,
         Reply::CutAfter(n) => Some(n),
     };
     let start = range
@@ -174,10 +219,18 @@ fn serve(
     };
     let rest = &body[start.unwrap_or(0)..];
     let send = &rest[..cut.unwrap_or(rest.len()).min(rest.len())];
-    let _ = stream
+    let (first, second) = match reply {
+        Reply::Hold(n) => send.split_at(n.min(send.len())),
+        _ => (send, &[][..]),
+    };
+    let sent = stream
         .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(send))
+        .and_then(|()| stream.write_all(first))
         .and_then(|()| stream.flush());
+    if sent.is_ok() && matches!(reply, Reply::Hold(_)) {
+        gate.hold();
+        let _ = stream.write_all(second).and_then(|()| stream.flush());
+    }
     let _ = stream.shutdown(Shutdown::Both);
 }
 
@@ -232,7 +285,26 @@ impl Sandbox {
     /// `abridge` with abridge's real model directory, and the other places in
     /// the sandbox.
     fn abridge_with_real_models(&self) -> Command {
-        let mut cmd = Command::cargo_bin("abridge").unwrap();
+        Command::from_std(self.process())
+    }
+
+    /// A running `abridge models pull` of the test model, its stderr piped.
+    fn spawn_pull(&self, server: &Server, catalogue: &Path) -> Child {
+        self.process()
+            .env("ABRIDGE_MODELS", self.models())
+            .env("HF_ENDPOINT", server.endpoint())
+            .args(["models", "pull", NAME, "--models-file"])
+            .arg(catalogue)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The command under every test's `abridge`: places in the sandbox, no
+    /// token, no proxy.
+    fn process(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("abridge"));
         cmd.env("HF_HUB_CACHE", self.path("hf"))
             .env("OLLAMA_MODELS", self.path("ollama"))
             .env("XDG_CONFIG_HOME", self.path("config"))
@@ -409,6 +481,111 @@ fn an_interrupted_pull_is_resumed_by_the_next_run() {
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert_eq!(seen[1].range, Some(format!("bytes={half}-")));
     assert_eq!(seen[2].range, Some(format!("bytes={half}-")));
+}
+
+/// Waits until `path` holds `len` bytes.
+fn wait_for_size(path: &Path, len: u64) {
+    let start = Instant::now();
+    while std::fs::metadata(path).map_or(0, |m| m.len()) < len {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} never reached {len} bytes",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_killed_pull_is_resumed_by_the_next_run() {
+    let sandbox = Sandbox::new();
+    let held = 3 << 20;
+    let server = Server::start(vec![Reply::Hold(held)]);
+    let catalogue = sandbox.right_catalogue();
+    let mut first = sandbox.spawn_pull(&server, &catalogue);
+    server.wait_for_hold();
+    let partial = sandbox.models().join(format!("{LOCAL}.partial"));
+    wait_for_size(&partial, held as u64);
+    // SIGKILL: nothing of the pull's own runs, as when a machine goes down.
+    first.kill().unwrap();
+    assert!(!first.wait().unwrap().success());
+    server.release();
+    assert_eq!(
+        std::fs::metadata(&partial).unwrap().len(),
+        held as u64,
+        "the partial file keeps what arrived"
+    );
+
+    // The lock the killed run held was released with it: the next run does
+    // not wait, and asks only for the rest.
+    let resumed = sandbox.pull(&server, &catalogue).success();
+    assert!(
+        stdout(&resumed).contains(&format!("resumed at byte {held}")),
+        "{}",
+        stdout(&resumed)
+    );
+    assert!(
+        !stderr(&resumed).contains("waiting"),
+        "{}",
+        stderr(&resumed)
+    );
+    assert_pulled(&sandbox);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].range, None);
+    assert_eq!(seen[1].range, Some(format!("bytes={held}-")));
+}
+
+#[test]
+fn a_second_pull_of_the_same_model_waits_for_the_first() {
+    let sandbox = Sandbox::new();
+    let server = Server::start(vec![Reply::Hold(1 << 20)]);
+    let catalogue = sandbox.right_catalogue();
+    let first = sandbox.spawn_pull(&server, &catalogue);
+    server.wait_for_hold();
+    let mut second = sandbox.spawn_pull(&server, &catalogue);
+    // Read the second's stderr until it says it waits; a second pull that did
+    // not wait would download on its own, finish and close stderr instead.
+    let (lines, said_line) = std::sync::mpsc::channel();
+    let stderr = second.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut said = String::new();
+    while !said.contains("waiting") {
+        match said_line.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => said.push_str(&(line + "\n")),
+            Err(_) => break,
+        }
+    }
+    let lock = sandbox.models().join(format!("{LOCAL}.lock"));
+    assert!(
+        said.contains(&format!(
+            "waiting for another abridge to finish pulling {NAME} (it holds {})",
+            lock.display()
+        )),
+        "{said}"
+    );
+    server.release();
+
+    let first = first.wait_with_output().unwrap();
+    let first_out = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{first_out}");
+    assert!(
+        first_out.contains("size and sha256 verified"),
+        "{first_out}"
+    );
+    let second = second.wait_with_output().unwrap();
+    let second_out = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success(), "{second_out}");
+    assert!(second_out.contains("already at"), "{second_out}");
+    // One download, one intact file, and no lock file left behind.
+    assert_eq!(server.seen().len(), 1, "{:?}", server.seen());
+    assert_pulled(&sandbox);
 }
 
 #[test]

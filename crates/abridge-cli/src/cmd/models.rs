@@ -3,9 +3,10 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use abridge::registry::pull::{self, PullOptions, Pulled};
+use abridge::registry::pull::{self, PullEvent, PullOptions, Pulled};
 use abridge::registry::{self, Catalogue, ModelEntry};
 use anyhow::{Context, Result};
+use indicatif::ProgressBar;
 
 use crate::args::{ModelsArgs, ModelsCommand};
 use crate::output::progress_bar;
@@ -68,22 +69,46 @@ pub fn pull_entry(entry: &ModelEntry, quiet: bool) -> Result<Pulled> {
             pull::url(&options.endpoint, hf)
         );
     }
-    let bar = progress_bar(
-        "{bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
-        quiet,
-    );
-    if let Some(bar) = &bar {
-        bar.set_length(entry.size);
-    }
-    let pulled = pull::pull(entry, &options, |p| {
-        if let Some(bar) = &bar {
-            bar.set_position(p.done);
-        }
-    });
+    let bar = pull_bar(quiet);
+    let pulled = pull::pull(entry, &options, report_pull(&entry.name, bar.as_ref()));
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
     Ok(pulled?)
+}
+
+/// The progress bar of a download, unless `quiet`.
+pub fn pull_bar(quiet: bool) -> Option<ProgressBar> {
+    progress_bar(
+        "{bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+        quiet,
+    )
+}
+
+/// Shows a pull's events on stderr: bytes on the bar, and a wait for another
+/// pull of the same model, said even when quiet since it can last as long as
+/// a whole download.
+pub fn report_pull<'a>(name: &'a str, bar: Option<&'a ProgressBar>) -> impl FnMut(PullEvent) + 'a {
+    move |event| match event {
+        PullEvent::Waiting { lock } => {
+            let say = || {
+                eprintln!(
+                    "waiting for another abridge to finish pulling {name} (it holds {})",
+                    lock.display()
+                );
+            };
+            match bar {
+                Some(bar) => bar.suspend(say),
+                None => say(),
+            }
+        }
+        PullEvent::Progress(p) => {
+            if let Some(bar) = bar {
+                bar.set_length(p.total);
+                bar.set_position(p.done);
+            }
+        }
+    }
 }
 
 fn models_list(catalogue: &Catalogue, places: &registry::Places, json: bool) -> Result<()> {

@@ -13,6 +13,7 @@ use abridge::{Cancel, ContextWindow, Event, Length, Stage, StopReason, Summarize
 use anyhow::{Context, Result};
 
 use super::{INTERRUPTED, load_model, read_document};
+use super::models::{pull_bar, report_pull};
 use crate::args::{FormatArg, SummarizeArgs};
 use crate::output::progress_bar;
 
@@ -68,16 +69,13 @@ pub fn run(args: SummarizeArgs) -> Result<ExitCode> {
 fn pull_missing(args: &SummarizeArgs, requested: Option<&str>) -> Result<()> {
     let catalogue = Catalogue::load(args.model.models_file.as_deref())?;
     let name = registry::model_name(args.model.model.as_deref().or(requested), &catalogue);
-    let bar = progress_bar(
-        "{bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
-        args.quiet,
+    let bar = pull_bar(args.quiet);
+    let pulled = registry::pull_if_missing(
+        &name,
+        &catalogue,
+        &PullOptions::from_env(),
+        report_pull(&name, bar.as_ref()),
     );
-    let pulled = registry::pull_if_missing(&name, &catalogue, &PullOptions::from_env(), |p| {
-        if let Some(bar) = &bar {
-            bar.set_length(p.total);
-            bar.set_position(p.done);
-        }
-    });
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }

@@ -336,13 +336,13 @@ pub fn pull_if_missing(
     name: &str,
     catalogue: &Catalogue,
     options: &pull::PullOptions,
-    progress: impl FnMut(pull::Progress),
+    report: impl FnMut(pull::PullEvent),
 ) -> Result<Option<pull::Pulled>> {
     if resolve(name, catalogue).is_ok() {
         return Ok(None);
     }
     match catalogue.find(name) {
-        Some(entry) => pull::pull(entry, options, progress).map(Some),
+        Some(entry) => pull::pull(entry, options, report).map(Some),
         None => Ok(None),
     }
 }

@@ -10,7 +10,14 @@
 //! file stays for the next run). When all bytes are there, their size and
 //! SHA-256 are checked against the catalogue before the file is renamed into
 //! place, so a file under its final name is always complete and verified; a
-//! mismatch deletes the partial file.
+//! mismatch deletes the partial file. A process killed mid-way leaves the
+//! partial file for the next run to resume.
+//!
+//! Two pulls of one model at once would append to the same partial file, so
+//! a pull holds an exclusive lock on `{file}.lock` beside it from before it
+//! opens the partial file until the file is in place; a second pull waits
+//! for the lock (reporting [`PullEvent::Waiting`]) and then finds the file
+//! there, or resumes the first one's partial file if that one failed.
 //!
 //! # Why ureq and not hf-hub
 //!
@@ -22,7 +29,7 @@
 //! while the policy (resume, retries, verification, atomic rename) stays ours
 //! and testable against a plain HTTP server.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,6 +41,9 @@ use crate::error::Error;
 
 /// The suffix of a download in progress (`model.gguf.partial`).
 pub const PARTIAL_SUFFIX: &str = ".partial";
+
+/// The suffix of the lock a pull holds (`model.gguf.lock`).
+const LOCK_SUFFIX: &str = ".lock";
 
 /// The Hugging Face endpoint used when `$HF_ENDPOINT` is not set.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -79,6 +89,19 @@ pub fn url(endpoint: &str, source: &HuggingFaceSource) -> String {
         urlencoding::encode(&source.revision),
         encode(&source.file)
     )
+}
+
+/// What a pull reports while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullEvent {
+    /// Another process is pulling the same file; this one waits until it is
+    /// done (reported once, before waiting).
+    Waiting {
+        /// The lock file the other process holds.
+        lock: PathBuf,
+    },
+    /// Bytes arrived.
+    Progress(Progress),
 }
 
 /// How far a download is.
@@ -182,22 +205,24 @@ impl Partial {
 }
 
 /// Downloads `entry` into `options.dir` (see the module documentation),
-/// reporting progress as bytes arrive. A file already there with the right
-/// size is taken as it is.
+/// reporting progress as bytes arrive, and a wait for another process pulling
+/// the same file. A file already there with the right size is taken as it is.
 pub fn pull(
     entry: &ModelEntry,
     options: &PullOptions,
-    mut progress: impl FnMut(Progress),
+    mut report: impl FnMut(PullEvent),
 ) -> Result<Pulled, Error> {
     let dest = options.dir.join(&entry.file);
-    if std::fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == entry.size) {
-        return Ok(Pulled {
-            path: dest,
-            already_present: true,
-            resumed_from: 0,
-            downloaded: 0,
-            requests: 0,
-        });
+    let present = || std::fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == entry.size);
+    let already_present = Pulled {
+        path: dest.clone(),
+        already_present: true,
+        resumed_from: 0,
+        downloaded: 0,
+        requests: 0,
+    };
+    if present() {
+        return Ok(already_present);
     }
     let Some(source) = &entry.huggingface else {
         let reason = if entry.pypi.is_some() {
@@ -218,6 +243,19 @@ pub fn pull(
         });
     };
     std::fs::create_dir_all(&options.dir).map_err(write_error(&options.dir))?;
+    let _lock = PullLock::acquire(
+        options.dir.join(format!("{}{LOCK_SUFFIX}", entry.file)),
+        |lock| {
+            report(PullEvent::Waiting {
+                lock: lock.to_path_buf(),
+            })
+        },
+    )?;
+    // The pull this one waited for may have finished the file.
+    if present() {
+        return Ok(already_present);
+    }
+    let mut progress = |p| report(PullEvent::Progress(p));
     let url = url(&options.endpoint, source);
     let mut partial = Partial::open(options.dir.join(format!("{}{PARTIAL_SUFFIX}", entry.file)))?;
     if partial.len > entry.size {
@@ -310,6 +348,71 @@ pub fn pull(
         downloaded,
         requests,
     })
+}
+
+/// An exclusive lock on a pull's lock file, held until dropped.
+struct PullLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl PullLock {
+    /// Takes the lock at `path`, calling `waiting` once if another process
+    /// holds it. The operating system releases the lock of a process that
+    /// dies, so a killed pull never blocks the next one.
+    fn acquire(path: PathBuf, mut waiting: impl FnMut(&Path)) -> Result<Self, Error> {
+        let mut reported = false;
+        loop {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(write_error(&path))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    if !std::mem::replace(&mut reported, true) {
+                        waiting(&path);
+                    }
+                    file.lock().map_err(write_error(&path))?;
+                }
+                Err(TryLockError::Error(e)) => return Err(write_error(&path)(e)),
+            }
+            // The holder removes the file as it releases it: a lock taken on a
+            // file no longer under that name guards nothing, so take the lock
+            // of the file that is there now.
+            if names_file(&path, &file) {
+                return Ok(Self { path, _file: file });
+            }
+        }
+    }
+}
+
+impl Drop for PullLock {
+    fn drop(&mut self) {
+        // Removed while still held, so no process can take a lock on it after
+        // it is gone without noticing (see `names_file`).
+        if cfg!(unix) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether `path` still names the open `file`.
+#[cfg(unix)]
+fn names_file(path: &Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Lock files are removed only on Unix, so elsewhere the name always holds.
+#[cfg(not(unix))]
+fn names_file(_: &Path, _: &File) -> bool {
+    true
 }
 
 fn hex(bytes: &[u8]) -> String {
