@@ -1,9 +1,13 @@
 //! What the forward pass and the bench refuse, with real SmolLM2 weights: each
 //! refusal is an error that says what was wrong, and the cache keeps what it
-//! held.
+//! held. And where a cancelled prompt stops.
+
+use std::ops::ControlFlow;
 
 use abridge::bench::{self, BenchOptions};
-use abridge::{ContextWindow, Model, ModelOptions};
+use abridge::{
+    Cancel, ContextWindow, Event, GenerateOptions, Model, ModelOptions, StopReason, generate,
+};
 
 fn model() -> Model {
     Model::load_with(abridge_tests::smollm2(), ModelOptions::new().threads(2)).unwrap()
@@ -71,4 +75,31 @@ fn a_bench_without_repetitions_is_refused() {
     };
     let err = bench::run(&model, &options).unwrap_err().to_string();
     assert!(err.contains("repetition"), "{err}");
+}
+
+#[test]
+fn a_cancel_during_a_long_prompt_stops_after_the_chunk_in_progress() {
+    let model = model();
+    let mut cache = model.new_cache(ContextWindow::new(2048).unwrap()).unwrap();
+    let prompt: Vec<u32> = (0..1500).map(|i| 100 + i % 1000).collect();
+    let cancel = Cancel::new();
+    let options = GenerateOptions {
+        cancel: cancel.clone(),
+        ..GenerateOptions::default()
+    };
+    let mut progress = Vec::new();
+    let generation = generate(&model, &mut cache, &prompt, &options, &mut |event| {
+        if let Event::PromptProgress { done, .. } = event {
+            progress.push(done);
+            // What a Ctrl-C handler does, from wherever it runs.
+            cancel.cancel();
+        }
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(generation.stop_reason, StopReason::Cancelled);
+    assert!(generation.tokens.is_empty());
+    assert_eq!(progress.len(), 1, "{progress:?}");
+    assert!(progress[0] < prompt.len(), "{progress:?}");
+    assert_eq!(cache.len(), progress[0], "work went on past the chunk");
 }

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     pin_kernel_threads(cli.command.threads());
     let models_file = cli.command.models_file().map(ToOwned::to_owned);
     let result = match cli.command {
-        Command::Summarize(args) => cmd::summarize::run(args),
+        Command::Summarize(args) => cmd::summarize::run(*args),
         Command::Tokenize(args) => cmd::tokenize::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Eval(args) => cmd::eval::run(args),

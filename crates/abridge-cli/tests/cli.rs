@@ -371,8 +371,20 @@ fn a_malformed_request_file_is_a_clear_error() {
         .stderr(predicate::str::contains("not a saved request"));
 }
 
+/// The names in `dir`, sorted.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
-fn ctrl_c_stops_generation_and_keeps_what_was_written() {
+fn ctrl_c_stops_generation_keeps_the_streamed_text_and_writes_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.txt");
     let bin = assert_cmd::cargo::cargo_bin("abridge");
     let mut child = StdCommand::new(bin)
         .args([
@@ -388,7 +400,9 @@ fn ctrl_c_stops_generation_and_keeps_what_was_written() {
             // Plain greedy loops on this paragraph until it is stopped.
             "--greedy",
             "--no-loop-guard",
+            "-o",
         ])
+        .arg(&out)
         .arg(abridge_tests::fixture("golden/paragraph.txt"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -396,23 +410,87 @@ fn ctrl_c_stops_generation_and_keeps_what_was_written() {
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
     // Wait for the first words, then interrupt.
-    let mut first = [0u8; 16];
-    let n = std::io::Read::read(&mut stdout, &mut first).unwrap();
+    let mut streamed = vec![0u8; 16];
+    let n = std::io::Read::read(&mut stdout, &mut streamed).unwrap();
     assert!(n > 0, "no output before the interrupt");
+    streamed.truncate(n);
+    let during = names_in(dir.path());
+    assert!(
+        during.len() == 1 && during[0].starts_with(".out.txt.") && during[0].ends_with(".tmp"),
+        "while generating, only the temporary file: {during:?}"
+    );
     let start = Instant::now();
     let status = StdCommand::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+    std::io::Read::read_to_end(&mut stdout, &mut streamed).unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(
         start.elapsed() < Duration::from_secs(20),
         "took too long to stop"
     );
     assert_eq!(output.status.code(), Some(130));
+    // What was streamed is all there, ended by the newline written after the
+    // interrupt: stdout was flushed on the way out.
+    let streamed = String::from_utf8(streamed).unwrap();
+    assert!(
+        streamed.len() > n && streamed.ends_with('\n'),
+        "{streamed:?}"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("interrupted: {} was not written", out.display())),
+        "{stderr}"
+    );
+    assert!(
+        names_in(dir.path()).is_empty(),
+        "left behind: {:?}",
+        names_in(dir.path())
+    );
+}
+
+#[test]
+fn output_goes_to_the_file_only_when_the_run_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("summary.txt");
+    let summarize = |extra: &[&str]| {
+        let mut cmd = abridge();
+        cmd.args(["summarize", "-o"])
+            .arg(&out)
+            .args(["--model", &smollm2(), "-t", "2", "-n", "24"])
+            .args(extra);
+        cmd
+    };
+    // Text: streamed to stdout as it is generated, and the same in the file.
+    let text = summarize(&[])
+        .arg(abridge_tests::fixture("golden/paragraph.txt"))
+        .assert()
+        .success();
+    let streamed = String::from_utf8(text.get_output().stdout.clone()).unwrap();
+    assert!(!streamed.trim().is_empty());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), streamed);
+    assert_eq!(names_in(dir.path()), ["summary.txt"]);
+
+    // --json --quiet: the object in the file, nothing on stdout.
+    summarize(&["--json", "-q"])
+        .arg(abridge_tests::fixture("golden/paragraph.txt"))
+        .assert()
+        .success()
+        .stdout("");
+    let json = std::fs::read_to_string(&out).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["generated_tokens"].as_u64().unwrap() > 0, "{v}");
+
+    // A run that fails once the file is open leaves the old content alone.
+    summarize(&["--ctx-size", "2048", "--strategy", "single", "--request"])
+        .arg(seed())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("the prompt needs 4"));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), json);
+    assert_eq!(names_in(dir.path()), ["summary.txt"]);
 }
 
 #[test]

@@ -1,19 +1,20 @@
 //! `abridge summarize`: the main job.
 
-use std::io::Write;
+use std::io::{BufWriter, ErrorKind, Write};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use abridge::input::SavedRequest;
+use abridge::output::AtomicFile;
 use abridge::registry::pull::PullOptions;
 use abridge::registry::{self, Catalogue};
 use abridge::{Cancel, ContextWindow, Event, Length, Stage, StopReason, Summarizer, Summary};
 use anyhow::{Context, Result};
 
-use super::{INTERRUPTED, load_model, read_document};
 use super::models::{pull_bar, report_pull};
+use super::{INTERRUPTED, load_model, read_document};
 use crate::args::{FormatArg, SummarizeArgs};
 use crate::output::progress_bar;
 
@@ -38,6 +39,10 @@ pub fn run(args: SummarizeArgs) -> Result<ExitCode> {
     let model = Arc::new(model);
     let cancel = Cancel::new();
     let summarizer = summarizer(&args, request.as_ref(), model.clone(), cancel.clone())?;
+    // Installed before the output file exists: from then on an interrupt ends
+    // the run through the code that removes the file's temporary copy.
+    ctrlc::set_handler(move || cancel.cancel()).context("cannot install the Ctrl-C handler")?;
+    let mut sink = Sink::new(args.output.as_deref(), args.quiet)?;
     if args.verbose {
         let window = summarizer.context();
         eprintln!(
@@ -46,22 +51,132 @@ pub fn run(args: SummarizeArgs) -> Result<ExitCode> {
             model.cache_bytes(window) as f64 / (1u64 << 20) as f64
         );
     }
-    ctrlc::set_handler(move || cancel.cancel()).context("cannot install the Ctrl-C handler")?;
     let several = docs.len() > 1;
     for (i, doc) in docs.iter().enumerate() {
         if several && !args.json {
-            let mut stdout = std::io::stdout().lock();
-            if i > 0 {
-                writeln!(stdout)?;
+            let header = format!("{}==> {} <==\n", if i > 0 { "\n" } else { "" }, doc.label);
+            let written = if streamed(&args) {
+                sink.stream(&header)
+            } else {
+                sink.whole(&header)
+            };
+            if let ControlFlow::Break(code) = outcome(written)? {
+                return Ok(code);
             }
-            writeln!(stdout, "==> {} <==", doc.label)?;
         }
-        let outcome = summarize_one(&args, &summarizer, &name, doc, several)?;
-        if outcome != ExitCode::SUCCESS {
-            return Ok(outcome);
+        if let ControlFlow::Break(code) =
+            summarize_one(&args, &summarizer, &name, doc, several, &mut sink)?
+        {
+            return Ok(code);
         }
     }
+    sink.finish()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where summaries go: stdout, or the `--output` file, with the text that is
+/// streamed echoed to stdout as it is generated (unless quiet).
+struct Sink {
+    file: Option<BufWriter<AtomicFile>>,
+    echo: bool,
+}
+
+impl Sink {
+    fn new(output: Option<&Path>, quiet: bool) -> Result<Self> {
+        Ok(Self {
+            file: output
+                .map(|path| AtomicFile::create(path).map(BufWriter::new))
+                .transpose()?,
+            echo: output.is_none() || !quiet,
+        })
+    }
+
+    /// Text shown as it is generated.
+    fn stream(&mut self, text: &str) -> Result<()> {
+        self.write_file(text)?;
+        if self.echo {
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                // Stdout only shows the text on its way to the file: a reader
+                // that goes away does not stop it.
+                Err(e) if e.kind() == ErrorKind::BrokenPipe && self.file.is_some() => {
+                    self.echo = false;
+                }
+                r => r.context("cannot write the summary")?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Output that exists only once the summary is done (JSON): to the file
+    /// when there is one, else to stdout.
+    fn whole(&mut self, text: &str) -> Result<()> {
+        if self.file.is_some() {
+            return self.write_file(text);
+        }
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("cannot write the summary")
+    }
+
+    fn write_file(&mut self, text: &str) -> Result<()> {
+        if let Some(file) = &mut self.file {
+            file.write_all(text.as_bytes())
+                .with_context(|| format!("cannot write {}", file.get_ref().dest().display()))?;
+        }
+        Ok(())
+    }
+
+    /// What an interrupted run says about what it wrote.
+    fn interrupted(&self) -> String {
+        match &self.file {
+            Some(f) => format!(
+                "interrupted: {} was not written",
+                f.get_ref().dest().display()
+            ),
+            None => "interrupted: the summary above is incomplete".into(),
+        }
+    }
+
+    /// Puts the file in place, now that every summary is in it.
+    fn finish(self) -> Result<()> {
+        if let Some(file) = self.file {
+            let dest = file.get_ref().dest().to_path_buf();
+            file.into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("cannot write {}", dest.display()))?
+                .commit()?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether the summary's text is streamed as it is generated: JSON output is
+/// checked before it is printed, so it is not.
+fn streamed(args: &SummarizeArgs) -> bool {
+    !args.json && args.format != FormatArg::Json
+}
+
+/// Whether the run goes on after a write: a closed stdout (`abridge … |
+/// head`) is the reader's choice and ends it successfully; other write errors
+/// are failures.
+fn outcome(written: Result<()>) -> Result<ControlFlow<ExitCode>> {
+    match written {
+        Ok(()) => Ok(ControlFlow::Continue(())),
+        Err(e)
+            if e.root_cause()
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == ErrorKind::BrokenPipe) =>
+        {
+            Ok(ControlFlow::Break(ExitCode::SUCCESS))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `--pull`: downloads the model when it is catalogued and is nowhere on
@@ -166,14 +281,13 @@ fn summarize_one(
     name: &str,
     doc: &Document,
     several: bool,
-) -> Result<ExitCode> {
+    sink: &mut Sink,
+) -> Result<ControlFlow<ExitCode>> {
     let progress = progress_bar("{msg} {bar:30} {pos}/{len} tokens ({per_sec})", args.quiet);
     if let Some(bar) = &progress {
         bar.set_message("reading prompt");
     }
-    // JSON output is checked before it is printed, so it is not streamed.
-    let stream = !args.json && args.format != FormatArg::Json;
-    let mut stdout = std::io::stdout().lock();
+    let stream = streamed(args);
     let mut started = false;
     let mut write_error = None;
     let summary = summarizer.summarize_with(&doc.text, |event| {
@@ -205,10 +319,7 @@ fn summarize_one(
                 // the prompt; a summary starts at its first visible character.
                 let piece = if started { piece } else { piece.trim_start() };
                 started |= !piece.is_empty();
-                if let Err(e) = stdout
-                    .write_all(piece.as_bytes())
-                    .and_then(|()| stdout.flush())
-                {
+                if let Err(e) = sink.stream(piece) {
                     write_error = Some(e);
                     return ControlFlow::Break(());
                 }
@@ -222,33 +333,34 @@ fn summarize_one(
     }
     let summary = summary?;
     if let Some(e) = write_error {
-        // A closed pipe (`abridge … | head`) is the reader's choice, not a failure.
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            return Ok(ExitCode::SUCCESS);
-        }
-        return Err(e).context("cannot write the summary");
+        return outcome(Err(e));
     }
-    if args.json {
+    let written = if args.json {
         let mut out = serde_json::to_value(&summary)?;
         out["model"] = name.into();
         out["model_path"] = summarizer.model().info().path.display().to_string().into();
         if several {
             out["file"] = doc.label.clone().into();
         }
-        writeln!(stdout, "{out}")?;
+        sink.whole(&format!("{out}\n"))
     } else if let Some(v) = &summary.json {
-        writeln!(stdout, "{}", serde_json::to_string_pretty(v)?)?;
+        sink.whole(&format!("{}\n", serde_json::to_string_pretty(v)?))
     } else if started {
-        writeln!(stdout)?;
+        sink.stream("\n")
+    } else {
+        Ok(())
+    };
+    if let ControlFlow::Break(code) = outcome(written)? {
+        return Ok(ControlFlow::Break(code));
     }
     if args.verbose {
         print_stats(summarizer, name, &summary);
     }
     if summary.stop_reason == StopReason::Cancelled {
-        eprintln!("interrupted: the summary above is incomplete");
-        return Ok(ExitCode::from(INTERRUPTED));
+        eprintln!("{}", sink.interrupted());
+        return Ok(ControlFlow::Break(ExitCode::from(INTERRUPTED)));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ControlFlow::Continue(()))
 }
 
 fn print_stats(summarizer: &Summarizer, name: &str, summary: &Summary) {
