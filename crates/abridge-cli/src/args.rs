@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Summarize a text file (or standard input) and stream the summary to stdout.
-    Summarize(SummarizeArgs),
+    Summarize(Box<SummarizeArgs>),
     /// Count the tokens of a text as a model sees them.
     Tokenize(TokenizeArgs),
     /// Measure prompt-processing (pp) and generation (tg) throughput, as llama-bench does.
@@ -128,7 +128,13 @@ pub struct SummarizeArgs {
     /// Print one JSON object with the summary and statistics instead of streaming.
     #[arg(long)]
     pub json: bool,
-    /// No progress display.
+    /// Write the summary (with --json, the JSON object) to FILE, through a
+    /// temporary file beside it renamed into place only when the run
+    /// succeeds: an error or Ctrl-C leaves FILE as it was. The text still
+    /// streams to stdout as it is generated, unless --quiet.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// No progress display (and with --output, nothing on stdout).
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -268,17 +274,17 @@ pub struct TokenizeArgs {
     /// Also print the token ids, one per line.
     #[arg(long)]
     pub ids: bool,
+    /// Tokenize the whole prompt `summarize` would send with its defaults
+    /// (chat template, instruction and the text), not the text alone. Control
+    /// tokens come only from the template: the text's never become one.
+    #[arg(long)]
+    pub prompt: bool,
     /// Print a JSON object with the count and the ids.
     #[arg(long, conflicts_with = "ids")]
     pub json: bool,
 }
 
 #[derive(Args)]
-    /// Tokenize the whole prompt `summarize` would send with its defaults
-    /// (chat template, instruction and the text), not the text alone. Control
-    /// tokens come only from the template: the text's never become one.
-    #[arg(long)]
-    pub prompt: bool,
 pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
