@@ -445,9 +445,9 @@ fn forward_in_chunks(
 /// Rotary embedding angles for one base frequency: the `cos` and `sin` of
 /// `position × base^(-2i/d)`, computed for the positions of each chunk as
 /// it runs. A table for the whole trained context would make the header's
-/// context length decide what loading allocates (16 GiB for a corrupt
-/// `context_length` of 2²⁴ and 128-wide heads), and costs legitimate
-/// long-context models hundreds of MiB for positions most runs never reach.
+/// context length decide what loading allocates (8 GiB of tables for a
+/// corrupt `context_length` of 2²⁴ and 128-wide heads), and would cost a
+/// million-token model 512 MiB for positions most runs never reach.
 #[derive(Debug)]
 pub(crate) struct Rope {
     /// `base^(-2i/d)` for each pair of dimensions, `(1, d/2)`.
