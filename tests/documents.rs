@@ -35,3 +35,11 @@ fn pdf_gives_its_text_layer() {
     assert!(text.contains("ASN.1"));
     assert!(text.len() > 50_000, "only {} bytes of text", text.len());
 }
+
+#[test]
+fn a_pdf_without_text_or_encrypted_is_an_error_naming_the_cause() {
+    let err = abridge::input::extract(&document("no-text-layer.pdf")).unwrap_err();
+    assert!(err.to_string().contains("no text layer"), "{err}");
+    let err = abridge::input::extract(&document("libtasn1-encrypted.pdf")).unwrap_err();
+    assert!(err.to_string().contains("is encrypted"), "{err}");
+}

@@ -3,12 +3,9 @@
 //! tokenizes like llama.cpp did on a synthetic file with the same vocabulary
 //! (`tests/fixtures/golden/tokenize.mistral-7b-instruct-v0.2-synthetic-q4_k_m.json`).
 
-use std::path::Path;
-
-use abridge::gguf::{GgufFile, GgufWriter, TensorSpec, Value};
+use abridge::gguf::{GgufFile, GgufWriter, Value};
 use abridge::synth::{self, MISTRAL_7B_INSTRUCT_V02, SynthOptions, Vocabulary};
 use abridge::{ContextWindow, Model, ModelOptions, Tokenizer};
-use candle_core::quantized::GgmlDType;
 use serde_json::Value as Json;
 
 fn mistral_tokenizer() -> std::path::PathBuf {

@@ -28,6 +28,52 @@ fn a_truncated_pdf_is_a_clear_error() {
         .stderr(predicate::str::contains("panicked").not());
 }
 
+/// A scan without a text layer and an encrypted PDF each get an error that
+/// names the cause, never an empty summary.
+#[test]
+fn a_pdf_without_text_or_encrypted_is_a_clear_error() {
+    for (file, cause) in [
+        ("no-text-layer.pdf", "the PDF has no text layer"),
+        (
+            "libtasn1-encrypted.pdf",
+            "the PDF is encrypted (password-protected)",
+        ),
+    ] {
+        abridge()
+            .args(["summarize", "--model", "smollm2"])
+            .arg(abridge_tests::fixture(&format!("documents/{file}")))
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(cause))
+            .stderr(predicate::str::contains("panicked").not());
+    }
+}
+
+/// Text from anywhere through the CLI: a NUL is refused as binary, a 2 MB
+/// line is counted, right-to-left text and emoji are summarized.
+#[test]
+fn awkward_text_has_a_defined_outcome_in_the_cli() {
+    abridge()
+        .args(["summarize", "--model", "smollm2", "-"])
+        .write_stdin("Bees dance.\0And sing.")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("binary data"));
+    let line = "honeybeesdancetosharewherefoodis".repeat((2 << 20) / 32);
+    let v = abridge_tests::json_stdout(
+        abridge()
+            .args(["tokenize", "--model", "smollm2", "--json", "-"])
+            .write_stdin(line),
+    );
+    assert!(v["count"].as_u64().unwrap() > 100_000, "{}", v["count"]);
+    abridge()
+        .args(["summarize", "--model", "smollm2", "--max-tokens", "12", "-"])
+        .write_stdin("النحل يرقص ليشارك مكان الطعام. 🐝💃 הדבורים רוקדות. 🌼🍯")
+        .assert()
+        .success()
+        .stdout(predicate::str::is_empty().not());
+}
+
 #[test]
 fn the_cli_reads_html_and_pdf_by_content_not_by_name() {
     // Renamed to .txt: the content decides.

@@ -58,7 +58,18 @@ fn pdf_text(bytes: &[u8]) -> Result<String> {
     // error, never a crash.
     let text = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem(bytes))
         .map_err(|_| Error::Document("the PDF is malformed and could not be read".into()))?
-        .map_err(|e| Error::Document(format!("cannot read the PDF: {e}")))?;
+        .map_err(|e| {
+            let e = e.to_string();
+            // The crate reports a password it could not supply as a decryption
+            // failure; what the user needs to hear is that the file is locked.
+            if e.contains("decrypt") || e.contains("password") {
+                Error::Document(
+                    "the PDF is encrypted (password-protected); save a decrypted copy first".into(),
+                )
+            } else {
+                Error::Document(format!("cannot read the PDF: {e}"))
+            }
+        })?;
     let text = tidy(&text);
     if text.trim().is_empty() {
         return Err(Error::Document(

@@ -53,8 +53,9 @@ struct Unit {
 
 type Splitter = fn(&str) -> Vec<usize>;
 
-/// The levels below paragraphs, finest last.
-const LEVELS: [Splitter; 3] = [sentence_ends, word_ends, char_ends];
+/// The levels below paragraphs, finest last; below words,
+/// [`cut_by_characters`].
+const LEVELS: [Splitter; 2] = [sentence_ends, word_ends];
 
 fn units_within(
     text: &str,
@@ -70,10 +71,7 @@ fn units_within(
         return Ok(());
     }
     let Some(&splitter) = LEVELS.get(level) else {
-        // Every character stands alone and is still over budget (a budget
-        // smaller than one character's tokens): keep it, the caller reports it.
-        out.push(Unit { range, tokens });
-        return Ok(());
+        return cut_by_characters(text, range, tokens, budget, count, out);
     };
     let parts = pieces(text, range.clone(), splitter);
     if parts.len() == 1 {
@@ -81,6 +79,64 @@ fn units_within(
     }
     for p in parts {
         units_within(text, p, budget, count, level + 1, out)?;
+    }
+    Ok(())
+}
+
+/// Cuts a stretch with no word boundary (a 2 MB line of base64, a URL
+/// list without spaces) into the longest pieces that fit, each found by
+/// binary search over its length: a few counts per piece, where a unit per
+/// character would mean millions of counts and packing them quadratic work.
+fn cut_by_characters(
+    text: &str,
+    range: Range<usize>,
+    tokens: usize,
+    budget: usize,
+    count: &impl Fn(&str) -> Result<usize>,
+    out: &mut Vec<Unit>,
+) -> Result<()> {
+    let boundary = |mut i: usize| {
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    // Bytes a piece of `budget` tokens takes, judged from the whole stretch,
+    // a little short so the first probe usually fits.
+    let guess = (range.len() as f64 / tokens.max(1) as f64 * budget as f64 * 0.95) as usize;
+    let mut start = range.start;
+    while start < range.end {
+        let first = start + text[start..].chars().next().map_or(1, char::len_utf8);
+        // From the guess: grow by doubling the step while it fits, then
+        // halve between what fits and what does not.
+        let mut fits = first;
+        let mut fits_tokens = count(&text[start..first])?;
+        let mut over = range.end + 1;
+        let mut probe = boundary((start + guess.max(1)).min(range.end)).max(first);
+        // Within 5% of the longest piece that fits is close enough.
+        while probe > fits && probe < over && (over - fits) * 20 > fits - start {
+            let tokens = count(&text[start..probe])?;
+            if tokens <= budget {
+                (fits, fits_tokens) = (probe, tokens);
+                if probe == range.end {
+                    break;
+                }
+                probe = if over > range.end {
+                    boundary((probe + (probe - start) / 32 + 1).min(range.end))
+                } else {
+                    boundary(fits + (over - fits) / 2)
+                };
+            } else {
+                over = probe;
+                probe = boundary(fits + (over - fits) / 2);
+            }
+        }
+        // A single character over budget is kept: packing reports it.
+        out.push(Unit {
+            range: start..fits,
+            tokens: fits_tokens,
+        });
+        start = fits;
     }
     Ok(())
 }
@@ -94,6 +150,7 @@ fn pack(
 ) -> Result<Vec<Chunk>> {
     let mut chunks: Vec<Chunk> = Vec::new();
     let mut current: Option<Chunk> = None;
+    let mut joins = 0;
     for unit in units {
         if unit.tokens > budget {
             return Err(Error::Document(format!(
@@ -107,22 +164,28 @@ fn pack(
                 tokens: unit.tokens,
             },
             Some(c) => {
-                // Token counts of joined text are close to the sum; count for
-                // real only when the sum is near the budget.
+                // Joined text takes about the sum of its parts' tokens, a
+                // token or so more or less at each seam; count for real only
+                // when that slack could reach the budget.
                 let joined = c.range.start..unit.range.end;
                 let estimate = c.tokens + unit.tokens;
-                let tokens = if estimate * 4 >= budget * 3 {
+                let slack = 2 * (joins + 1);
+                let tokens = if estimate > budget + slack {
+                    estimate
+                } else if estimate + slack > budget {
                     count(&text[joined.clone()])?
                 } else {
                     estimate
                 };
                 if tokens <= budget {
+                    joins += 1;
                     Chunk {
                         range: joined,
                         tokens,
                     }
                 } else {
                     chunks.push(c);
+                    joins = 0;
                     Chunk {
                         range: unit.range,
                         tokens: unit.tokens,
@@ -218,11 +281,6 @@ fn word_ends(s: &str) -> Vec<usize> {
         prev_space = c.is_whitespace();
     }
     out
-}
-
-/// After each character.
-fn char_ends(s: &str) -> Vec<usize> {
-    s.char_indices().skip(1).map(|(i, _)| i).collect()
 }
 
 #[cfg(test)]
