@@ -291,15 +291,15 @@ fn damaged_copies_are_refused_or_run(file: &str, vocabulary_loads: usize) {
 
 #[test]
 fn damaged_smollm2_files_are_refused_or_run() {
-    damaged_copies_are_refused_or_run("SmolLM2-135M-Instruct.Q4_1.gguf", 16);
+    damaged_copies_are_refused_or_run("SmolLM2-135M-Instruct.Q4_1.gguf", 48);
 }
 
 #[test]
 fn damaged_qwen_files_are_refused_or_run() {
-    damaged_copies_are_refused_or_run("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 4);
+    damaged_copies_are_refused_or_run("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 8);
 }
 
 #[test]
 fn damaged_gemma_files_are_refused_or_run() {
-    damaged_copies_are_refused_or_run("gemma-3-270m-q4_k_m.gguf", 2);
+    damaged_copies_are_refused_or_run("gemma-3-270m-q4_k_m.gguf", 8);
 }
