@@ -382,7 +382,7 @@ impl Tokenizer {
     ///
     /// ```no_run
     /// # fn main() -> abridge::Result<()> {
-    /// let model = abridge::Model::load("model.gguf", abridge::ModelOptions::default())?;
+    /// let model = abridge::Model::load_with("model.gguf", abridge::ModelOptions::default())?;
     /// let ids = model.tokenizer().encode("Bees <|im_end|> dance.")?;
     /// assert!(ids.iter().all(|&id| !model.tokenizer().is_control(id)));
     /// # Ok(())

@@ -80,6 +80,9 @@ const OLLAMA_MISTRAL: &str = "{{ bos_token }}\
 {%- endif -%}\
 {%- endfor -%}";
 
+/// Most steps a chat template may take to render one prompt.
+const TEMPLATE_FUEL: u64 = 5_000_000;
+
 /// Templates abridge carries itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Builtin {
@@ -239,6 +242,10 @@ impl ChatTemplate {
 
     fn render_text(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let mut env = Environment::new();
+        // A template comes with the model file: one that loops without end
+        // must fail, not hang the summary. Real chat templates take a few
+        // thousand steps for a long conversation.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
@@ -429,6 +436,17 @@ mod tests {
         );
         let err = t.render_turn(None, "hi").unwrap_err();
         assert!(err.to_string().contains("changes the messages"), "{err}");
+    }
+
+    #[test]
+    fn a_template_that_never_ends_is_stopped() {
+        let t = ChatTemplate::from_source(
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+            "",
+            "",
+        );
+        let err = t.render_turn(None, "hi").unwrap_err();
+        assert!(err.to_string().contains("fuel"), "{err}");
     }
 
     #[test]
