@@ -794,6 +794,17 @@ mod tests {
     }
 
     #[test]
+    fn types_candle_cannot_load_are_refused_at_open() {
+        // Q8_1 (9) and Q8_K (15): 32 and 256 values a block.
+        for (kind, values) in [(9u32, 32u64), (15, 256)] {
+            let mut raw = Raw::tiny();
+            raw.tensors = vec![("w".into(), vec![values], kind, 0)];
+            raw.data = vec![0; 512];
+            assert!(reason(raw.open()).contains("cannot compute with"));
+        }
+    }
+
+    #[test]
     fn reads_a_valid_file_from_disk_and_from_memory() {
         let bytes = Raw::tiny().bytes();
         let mut f = tempfile::NamedTempFile::new().unwrap();

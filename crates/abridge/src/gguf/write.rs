@@ -91,6 +91,12 @@ impl<W: Write> GgufWriter<W> {
             if !names.insert(t.name.as_str()) {
                 return Err(invalid(format!("tensor `{}` is listed twice", t.name)));
             }
+            if gguf_type(t.dtype).is_none() {
+                return Err(invalid(format!(
+                    "tensor `{}` has type {:?}, which a GGUF file abridge reads cannot hold",
+                    t.name, t.dtype
+                )));
+            }
             if t.shape.is_empty() || t.shape.len() > 4 || t.shape.contains(&0) {
                 return Err(invalid(format!(
                     "tensor `{}` has shape {:?}",
@@ -124,7 +130,7 @@ impl<W: Write> GgufWriter<W> {
             for &d in t.shape.iter().rev() {
                 header.extend((d as u64).to_le_bytes());
             }
-            header.extend(gguf_type(t.dtype).to_le_bytes());
+            header.extend(gguf_type(t.dtype).unwrap_or_default().to_le_bytes());
             header.extend(offset.to_le_bytes());
             // The last tensor is not padded: the file ends with its last byte.
             data_len = offset + t.byte_size();
