@@ -64,6 +64,13 @@ pub fn mistral_tokenizer(dir: &std::path::Path) -> abridge::Tokenizer {
     abridge::Tokenizer::from_gguf(&abridge::gguf::GgufFile::open(&path).unwrap()).unwrap()
 }
 
+/// The seed request's article (about 21,000 characters of real prose).
+pub fn seed_article() -> String {
+    abridge::input::SavedRequest::from_file(&fixture("seed-request.json"))
+        .unwrap()
+        .article
+}
+
 /// A reference fixture under `tests/fixtures/golden`, parsed.
 pub fn golden(name: &str) -> serde_json::Value {
     let path = fixture(&format!("golden/{name}"));

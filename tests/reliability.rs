@@ -44,10 +44,7 @@ fn continue_greedily(model: &Arc<Model>, text: &str, tokens: usize) -> Vec<Token
 }
 
 fn texts() -> Vec<String> {
-    let article =
-        abridge::input::SavedRequest::from_file(&abridge_tests::fixture("seed-request.json"))
-            .unwrap()
-            .article;
+    let article = abridge_tests::seed_article();
     let sentences: Vec<&str> = article.split(". ").filter(|s| s.len() > 40).collect();
     (0..8).map(|i| format!("{}.", sentences[3 * i])).collect()
 }
@@ -140,10 +137,7 @@ fn assert_covers(plan: &abridge::Plan, len: usize) {
 #[test]
 fn one_two_megabyte_line_and_a_ten_megabyte_document_are_split_into_parts() {
     let s = summarizer(4096);
-    let article =
-        abridge::input::SavedRequest::from_file(&abridge_tests::fixture("seed-request.json"))
-            .unwrap()
-            .article;
+    let article = abridge_tests::seed_article();
     // 2 MB of words run together: no space, no newline, no sentence end.
     let run_together: String = article.split(|c: char| !c.is_alphanumeric()).collect();
     let line = run_together.repeat((2 << 20) / run_together.len() + 1);

@@ -151,13 +151,18 @@ impl Vocabulary {
                 &format!("has {} entries for {} tokens", types.len(), tokens.len()),
             ));
         }
-        let mut types = types;
+        Ok(Self::new(tokens, types))
+    }
+
+    /// Texts that end a turn are control tokens whatever the file calls
+    /// them, for a GGUF vocabulary and a `tokenizer.json` alike.
+    fn new(tokens: Vec<String>, mut types: Vec<i64>) -> Self {
         for (tok, ty) in tokens.iter().zip(&mut types) {
             if END_OF_GENERATION_TEXTS.contains(&tok.as_str()) {
                 *ty = token_type::CONTROL;
             }
         }
-        Ok(Self { tokens, types })
+        Self { tokens, types }
     }
 
     /// Control (and unknown) tokens are matched only in markup, user-defined
@@ -267,7 +272,7 @@ impl Tokenizer {
                 };
             }
         }
-        let vocab = Vocabulary { tokens, types };
+        let vocab = Vocabulary::new(tokens, types);
         let specials = vocab.special_tokens()?;
         Self::finish(
             Engine::Crate {
@@ -300,8 +305,8 @@ impl Tokenizer {
             .unwrap_or(default_add_bos)
             && bos.is_some();
         let mut end_of_generation: Vec<TokenId> = eos.into_iter().chain(eot).collect();
-        for (id, (tok, ty)) in vocab.tokens.iter().zip(&vocab.types).enumerate() {
-            if *ty == token_type::CONTROL && END_OF_GENERATION_TEXTS.contains(&tok.as_str()) {
+        for (id, tok) in vocab.tokens.iter().enumerate() {
+            if END_OF_GENERATION_TEXTS.contains(&tok.as_str()) {
                 end_of_generation.push(id as TokenId);
             }
         }

@@ -299,6 +299,15 @@ mod tests {
     }
 
     #[test]
+    fn a_character_with_no_piece_no_byte_and_no_unknown_is_an_error() {
+        let tokens = vec!["\u{2581}".to_owned(), "a".to_owned()];
+        let v = SentencePieceBpe::new(&tokens, &[1, 1], vec![0.0, 0.0], None, true);
+        let mut out = Vec::new();
+        let err = v.encode("é", false, &mut out).unwrap_err();
+        assert!(err.to_string().contains("byte 0xC3"), "{err}");
+    }
+
+    #[test]
     fn control_pieces_are_never_spelled_from_text() {
         let v = vocab(&[
             ("<unk>", 0.0, token_type::UNKNOWN),
