@@ -275,6 +275,23 @@ impl Summarizer {
         }
     }
 
+    /// A builder starting from this summarizer's settings, to derive a
+    /// variant (another length, system prompt or format) that shares its
+    /// model.
+    ///
+    /// ```no_run
+    /// use abridge::{Length, Model, Summarizer};
+    ///
+    /// let base = Summarizer::builder(Model::load("SmolLM2-135M-Instruct.Q4_1.gguf")?).build()?;
+    /// let short = base.to_builder().length(Length::Short).build()?;
+    /// # Ok::<(), abridge::Error>(())
+    /// ```
+    pub fn to_builder(&self) -> SummarizerBuilder {
+        SummarizerBuilder {
+            inner: self.clone(),
+        }
+    }
+
     /// The model.
     pub fn model(&self) -> &Model {
         &self.model
