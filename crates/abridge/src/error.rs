@@ -236,6 +236,20 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
+    /// A batch output file has a line, before its last, that is not a
+    /// batch's output line (a crash can only cut the last one).
+    #[error(
+        "{path}, line {line}: {reason}; this is not a batch output file, or it was edited (remove or fix the line)"
+    )]
+    BatchOutput {
+        /// The file.
+        path: PathBuf,
+        /// The line (1-based).
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An invalid option value.
     #[error("invalid option: {0}")]
     InvalidOption(String),

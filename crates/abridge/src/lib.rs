@@ -61,6 +61,7 @@
 // The library reports through results and callbacks; printing is the caller's choice.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod batch;
 pub mod bench;
 mod error;
 mod generate;
