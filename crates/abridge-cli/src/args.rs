@@ -18,6 +18,9 @@ pub struct Cli {
 pub enum Command {
     /// Summarize a text file (or standard input) and stream the summary to stdout.
     Summarize(Box<SummarizeArgs>),
+    /// Summarize many documents into a JSON Lines file: resumable, shardable
+    /// across machines.
+    Batch(Box<BatchArgs>),
     /// Count the tokens of a text as a model sees them.
     Tokenize(TokenizeArgs),
     /// Measure prompt-processing (pp) and generation (tg) throughput, as llama-bench does.
@@ -37,6 +40,7 @@ impl Command {
     pub fn threads(&self) -> Option<usize> {
         match self {
             Command::Summarize(a) => a.model.threads,
+            Command::Batch(a) => a.run.model.threads,
             Command::Tokenize(a) => a.model.threads,
             Command::Bench(a) => a.model.threads,
             Command::Eval(a) => a.threads,
@@ -48,6 +52,7 @@ impl Command {
     pub fn models_file(&self) -> Option<&std::path::Path> {
         match self {
             Command::Summarize(a) => a.model.models_file.as_deref(),
+            Command::Batch(a) => a.run.model.models_file.as_deref(),
             Command::Tokenize(a) => a.model.models_file.as_deref(),
             Command::Bench(a) => a.model.models_file.as_deref(),
             Command::Eval(a) => a.models_file.as_deref(),
@@ -81,6 +86,37 @@ pub struct SummarizeArgs {
     /// One summary of all the files together.
     #[arg(long)]
     pub combine: bool,
+    /// Replay a saved request (JSON with URL-encoded `history`, `model`, `systemText`).
+    #[arg(long, value_name = "FILE")]
+    pub request: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub summary: SummaryArgs,
+    /// Download the model from Hugging Face first when it is not on this machine.
+    #[arg(long)]
+    pub pull: bool,
+    /// Print statistics (tokens, tokens/s, timings) to stderr.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Print one JSON object with the summary and statistics instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the summary (with --json, the JSON object) to FILE, through a
+    /// temporary file beside it renamed into place only when the run
+    /// succeeds: an error or Ctrl-C leaves FILE as it was. The text still
+    /// streams to stdout as it is generated, unless --quiet.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// No progress display (and with --output, nothing on stdout).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// How a summary is asked for and generated: `summarize` and `batch` share
+/// these.
+#[derive(Args)]
+pub struct SummaryArgs {
     /// Summary length: short (2-3 sentences, ~50 words), medium (a paragraph,
     /// ~120 words), long (~300 words).
     #[arg(long, value_enum, conflicts_with = "words")]
@@ -91,11 +127,6 @@ pub struct SummarizeArgs {
     /// Form of the summary; json gives {"title", "summary", "key_points"}, validated.
     #[arg(long, value_enum, default_value = "paragraph")]
     pub format: FormatArg,
-    /// Replay a saved request (JSON with URL-encoded `history`, `model`, `systemText`).
-    #[arg(long, value_name = "FILE")]
-    pub request: Option<PathBuf>,
-    #[command(flatten)]
-    pub model: ModelArgs,
     /// System prompt.
     #[arg(long, short)]
     pub system: Option<String>,
@@ -119,24 +150,77 @@ pub struct SummarizeArgs {
     /// summarize parts then combine; auto: single when the text fits.
     #[arg(long, value_enum, default_value = "auto")]
     pub strategy: StrategyArg,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BatchArgs {
+    #[command(subcommand)]
+    pub command: Option<BatchCommand>,
+    #[command(flatten)]
+    pub run: BatchRunArgs,
+}
+
+#[derive(Subcommand)]
+pub enum BatchCommand {
+    /// Join the outputs of a batch's shards (or runs) into one file, one line
+    /// per id; exits with 3 when a record has no summary.
+    Merge(MergeArgs),
+}
+
+#[derive(Args)]
+pub struct BatchRunArgs {
+    /// The records: a JSON Lines file (one object per line: `id`, `text` or
+    /// `path`, and optionally `system`, `prompt`, `length`, `format`), a
+    /// directory (every file under it, its relative path the id), or `-` or
+    /// nothing for JSON Lines on standard input.
+    pub input: Option<PathBuf>,
+    /// The output, one JSON line per record. Lines are appended as records
+    /// finish; running again with the same file skips the records it has.
+    #[arg(long, short, value_name = "OUT.jsonl", required = true)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub summary: SummaryArgs,
+    /// Records summarized at once, each with its own cache over the one shared
+    /// model. The default, 1, is right for most machines: the forward pass
+    /// already uses every core (--threads), so more records at once mostly
+    /// share the same cores.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub parallel: usize,
+    /// Only the records of shard I of N (by a stable hash of their id). Without
+    /// it, the shard comes from a Kubernetes Indexed Job (JOB_COMPLETION_INDEX,
+    /// with --shard-count) or a Slurm job array (SLURM_ARRAY_TASK_ID).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<abridge::batch::Shard>,
+    /// The number of shards when the index comes from the environment
+    /// (required with JOB_COMPLETION_INDEX; overrides SLURM_ARRAY_TASK_COUNT).
+    #[arg(long, value_name = "N", conflicts_with = "shard")]
+    pub shard_count: Option<u64>,
+    /// Summarize again the records whose line in the output is an error.
+    #[arg(long)]
+    pub retry_errors: bool,
     /// Download the model from Hugging Face first when it is not on this machine.
     #[arg(long)]
     pub pull: bool,
-    /// Print statistics (tokens, tokens/s, timings) to stderr.
-    #[arg(long, short)]
-    pub verbose: bool,
-    /// Print one JSON object with the summary and statistics instead of streaming.
-    #[arg(long)]
-    pub json: bool,
-    /// Write the summary (with --json, the JSON object) to FILE, through a
-    /// temporary file beside it renamed into place only when the run
-    /// succeeds: an error or Ctrl-C leaves FILE as it was. The text still
-    /// streams to stdout as it is generated, unless --quiet.
-    #[arg(long, short, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// No progress display (and with --output, nothing on stdout).
+    /// No progress bar (the bar is also off when stderr is not a terminal).
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// Batch output files (the shards' outputs).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// The merged file, written whole or not at all.
+    #[arg(long, short, value_name = "MERGED.jsonl")]
+    pub output: PathBuf,
+    /// The batch's records (JSON Lines file or directory): the merge lists those
+    /// no output has, and keeps their order.
+    #[arg(long, value_name = "RECORDS")]
+    pub input: Option<PathBuf>,
 }
 
 /// How tokens are chosen. The defaults are deterministic (greedy) with

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     let models_file = cli.command.models_file().map(ToOwned::to_owned);
     let result = match cli.command {
         Command::Summarize(args) => cmd::summarize::run(*args),
+        Command::Batch(args) => cmd::batch::run(*args),
         Command::Tokenize(args) => cmd::tokenize::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Eval(args) => cmd::eval::run(args),

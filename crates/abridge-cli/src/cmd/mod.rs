@@ -1,15 +1,20 @@
-//! One module per subcommand, and what they share: finding and loading the
-//! model, reading a document.
+//! One module per subcommand, and what they share: finding, pulling and
+//! loading the model, the summarizer the summary flags ask for, reading a
+//! document.
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 
+use abridge::input::SavedRequest;
+use abridge::registry::pull::PullOptions;
 use abridge::registry::{self, Catalogue};
-use abridge::{Model, ModelOptions};
+use abridge::{Cancel, ContextWindow, Length, Model, ModelOptions, Summarizer};
 use anyhow::{Context, Result, bail};
 
-use crate::args::ModelArgs;
+use crate::args::{ModelArgs, SummaryArgs};
 
+pub mod batch;
 pub mod bench;
 pub mod eval;
 pub mod models;
@@ -52,4 +57,64 @@ pub fn read_document(file: Option<&Path>) -> Result<String> {
         }
     };
     Ok(abridge::input::extract(&bytes)?)
+}
+
+/// `--pull`: downloads the model when it is catalogued and is nowhere on
+/// this machine.
+pub fn pull_missing(args: &ModelArgs, requested: Option<&str>, quiet: bool) -> Result<()> {
+    let catalogue = Catalogue::load(args.models_file.as_deref())?;
+    let name = registry::model_name(args.model.as_deref().or(requested), &catalogue);
+    let bar = models::pull_bar(quiet);
+    let pulled = registry::pull_if_missing(
+        &name,
+        &catalogue,
+        &PullOptions::from_env(),
+        models::report_pull(&name, bar.as_ref()),
+    );
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if let Some(p) = pulled? {
+        eprintln!("pulled {name} into {}", p.path.display());
+    }
+    Ok(())
+}
+
+/// The summarizer the summary flags ask for; a saved request supplies the
+/// system prompt and instruction the flags do not.
+pub fn summarizer(
+    args: &SummaryArgs,
+    request: Option<&SavedRequest>,
+    model: Arc<Model>,
+    cancel: Cancel,
+) -> Result<Summarizer> {
+    let mut builder = Summarizer::builder(model)
+        .sampling(args.sampling.options())
+        .loop_guard(!args.no_loop_guard)
+        .format(args.format.into())
+        .strategy(args.strategy.into())
+        .cancel(cancel);
+    if let Some(words) = args.words {
+        builder = builder.length(Length::Words(words));
+    } else if let Some(length) = args.length {
+        builder = builder.length(length.into());
+    }
+    if let Some(n) = args.max_tokens {
+        builder = builder.max_tokens(n);
+    }
+    if let Some(system) = args.system.clone().or_else(|| request?.system.clone()) {
+        builder = builder.system(system);
+    }
+    let instruction = args
+        .prompt
+        .clone()
+        .or_else(|| request.map(|r| r.question.clone()));
+    if let Some(instruction) = instruction {
+        builder = builder.instruction(instruction);
+    }
+    if let Some(c) = args.ctx_size {
+        let window = ContextWindow::new(c).context("--ctx-size must be at least 1")?;
+        builder = builder.context(window);
+    }
+    Ok(builder.build()?)
 }

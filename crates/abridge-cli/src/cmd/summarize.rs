@@ -8,13 +8,10 @@ use std::sync::Arc;
 
 use abridge::input::SavedRequest;
 use abridge::output::AtomicFile;
-use abridge::registry::pull::PullOptions;
-use abridge::registry::{self, Catalogue};
-use abridge::{Cancel, ContextWindow, Event, Length, Stage, StopReason, Summarizer, Summary};
+use abridge::{Cancel, Event, Stage, StopReason, Summarizer, Summary};
 use anyhow::{Context, Result};
 
-use super::models::{pull_bar, report_pull};
-use super::{INTERRUPTED, load_model, read_document};
+use super::{INTERRUPTED, load_model, pull_missing, read_document, summarizer};
 use crate::args::{FormatArg, SummarizeArgs};
 use crate::output::progress_bar;
 
@@ -33,12 +30,17 @@ pub fn run(args: SummarizeArgs) -> Result<ExitCode> {
     let docs = documents(&args, request.as_ref())?;
     let requested = request.as_ref().and_then(|r| r.model.as_deref());
     if args.pull {
-        pull_missing(&args, requested)?;
+        pull_missing(&args.model, requested, args.quiet)?;
     }
     let (name, model) = load_model(&args.model, requested)?;
     let model = Arc::new(model);
     let cancel = Cancel::new();
-    let summarizer = summarizer(&args, request.as_ref(), model.clone(), cancel.clone())?;
+    let summarizer = summarizer(
+        &args.summary,
+        request.as_ref(),
+        model.clone(),
+        cancel.clone(),
+    )?;
     // Installed before the output file exists: from then on an interrupt ends
     // the run through the code that removes the file's temporary copy.
     ctrlc::set_handler(move || cancel.cancel()).context("cannot install the Ctrl-C handler")?;
@@ -159,7 +161,7 @@ impl Sink {
 /// Whether the summary's text is streamed as it is generated: JSON output is
 /// checked before it is printed, so it is not.
 fn streamed(args: &SummarizeArgs) -> bool {
-    !args.json && args.format != FormatArg::Json
+    !args.json && args.summary.format != FormatArg::Json
 }
 
 /// Whether the run goes on after a write: a closed stdout (`abridge … |
@@ -177,64 +179,6 @@ fn outcome(written: Result<()>) -> Result<ControlFlow<ExitCode>> {
         }
         Err(e) => Err(e),
     }
-}
-
-/// `--pull`: downloads the model when it is catalogued and is nowhere on
-/// this machine.
-fn pull_missing(args: &SummarizeArgs, requested: Option<&str>) -> Result<()> {
-    let catalogue = Catalogue::load(args.model.models_file.as_deref())?;
-    let name = registry::model_name(args.model.model.as_deref().or(requested), &catalogue);
-    let bar = pull_bar(args.quiet);
-    let pulled = registry::pull_if_missing(
-        &name,
-        &catalogue,
-        &PullOptions::from_env(),
-        report_pull(&name, bar.as_ref()),
-    );
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
-    if let Some(p) = pulled? {
-        eprintln!("pulled {name} into {}", p.path.display());
-    }
-    Ok(())
-}
-
-fn summarizer(
-    args: &SummarizeArgs,
-    request: Option<&SavedRequest>,
-    model: Arc<abridge::Model>,
-    cancel: Cancel,
-) -> Result<Summarizer> {
-    let mut builder = Summarizer::builder(model)
-        .sampling(args.sampling.options())
-        .loop_guard(!args.no_loop_guard)
-        .format(args.format.into())
-        .strategy(args.strategy.into())
-        .cancel(cancel);
-    if let Some(words) = args.words {
-        builder = builder.length(Length::Words(words));
-    } else if let Some(length) = args.length {
-        builder = builder.length(length.into());
-    }
-    if let Some(n) = args.max_tokens {
-        builder = builder.max_tokens(n);
-    }
-    if let Some(system) = args.system.clone().or_else(|| request?.system.clone()) {
-        builder = builder.system(system);
-    }
-    let instruction = args
-        .prompt
-        .clone()
-        .or_else(|| request.map(|r| r.question.clone()));
-    if let Some(instruction) = instruction {
-        builder = builder.instruction(instruction);
-    }
-    if let Some(c) = args.ctx_size {
-        let window = ContextWindow::new(c).context("--ctx-size must be at least 1")?;
-        builder = builder.context(window);
-    }
-    Ok(builder.build()?)
 }
 
 fn documents(args: &SummarizeArgs, request: Option<&SavedRequest>) -> Result<Vec<Document>> {
