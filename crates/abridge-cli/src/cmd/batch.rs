@@ -34,7 +34,9 @@ fn summarize_all(args: BatchRunArgs) -> Result<ExitCode> {
     }
     let shard = match args.shard {
         Some(s) => Some(s),
-        None => Shard::from_env(args.shard_count).context("--shard-count")?,
+        None => Shard::from_env(args.shard_count).context(
+            "the shard from the environment (--shard-count N gives the count, --shard I/N the shard)",
+        )?,
     };
     // Before the model loads: an output that another run holds, or that is
     // damaged, ends the run at once.
@@ -105,13 +107,14 @@ fn summarize_all(args: BatchRunArgs) -> Result<ExitCode> {
         None => String::new(),
     };
     eprintln!(
-        "{} done, {} skipped, {} failed{shard}; {} tokens generated, {:.1} tokens/s, {:.1} s",
+        "{} done, {} skipped, {} failed{shard}; {} prompt and {} generated tokens in {:.1} s, {:.1} tokens/s generated",
         report.done,
         report.skipped,
         report.failed,
+        report.prompt_tokens,
         report.generated_tokens,
-        report.tokens_per_second(),
         report.elapsed.as_secs_f64(),
+        report.tokens_per_second(),
     );
     if report.cancelled {
         eprintln!(

@@ -196,7 +196,7 @@ impl Record {
 
     /// The text to summarize, checked ([`input::check`]); the error names
     /// the input line when the record has one.
-    pub fn load(&self) -> std::result::Result<Cow<'_, str>, String> {
+    pub(super) fn load(&self) -> std::result::Result<Cow<'_, str>, String> {
         let text = match &self.source {
             Source::Text(t) => Ok(Cow::Borrowed(t.as_str())),
             Source::File(path) => std::fs::read(path)
@@ -328,8 +328,16 @@ fn parse_line(bytes: &[u8], line: usize, base: &Path) -> Record {
         let options = RecordOptions {
             system: string("system")?,
             prompt: string("prompt")?,
-            length: fields.get("length").map(length).transpose()?.flatten(),
-            format: fields.get("format").map(format).transpose()?.flatten(),
+            length: fields
+                .get("length")
+                .map(parse_length)
+                .transpose()?
+                .flatten(),
+            format: fields
+                .get("format")
+                .map(parse_format)
+                .transpose()?
+                .flatten(),
         };
         Ok((source, options))
     })();
@@ -344,7 +352,7 @@ fn parse_line(bytes: &[u8], line: usize, base: &Path) -> Record {
     }
 }
 
-fn length(v: &Value) -> std::result::Result<Option<Length>, String> {
+fn parse_length(v: &Value) -> std::result::Result<Option<Length>, String> {
     Ok(Some(match v {
         Value::Null => return Ok(None),
         Value::String(s) if s == "short" => Length::Short,
@@ -364,7 +372,7 @@ fn length(v: &Value) -> std::result::Result<Option<Length>, String> {
     }))
 }
 
-fn format(v: &Value) -> std::result::Result<Option<OutputFormat>, String> {
+fn parse_format(v: &Value) -> std::result::Result<Option<OutputFormat>, String> {
     Ok(Some(match v.as_str() {
         _ if v.is_null() => return Ok(None),
         Some("paragraph") => OutputFormat::Paragraph,
