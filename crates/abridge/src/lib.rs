@@ -82,7 +82,7 @@ pub use candle_core::{Device, Tensor};
 pub use error::{Error, Result};
 pub use generate::{
     Cancel, Event, GenerateOptions, Generation, GenerationStats, Sampler, SamplingOptions, Stage,
-    StopReason, TextPolicy, argmax, generate,
+    StopReason, TextPolicy, argmax, generate, generate_after_prefix,
 };
 pub use model::{
     Architecture, CacheShape, CausalLm, ContextWindow, DEFAULT_CONTEXT, KvCache, Model, ModelInfo,

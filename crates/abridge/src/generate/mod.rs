@@ -146,13 +146,16 @@ pub enum StopReason {
 
 /// Counts and timings of one generation.
 ///
-/// Serialized as `prompt_tokens`, `generated_tokens`, `prompt_seconds`,
-/// `generation_seconds`, `prompt_tokens_per_second` and
-/// `generation_tokens_per_second`.
+/// Serialized as `prompt_tokens`, `cached_prompt_tokens`,
+/// `generated_tokens`, `prompt_seconds`, `generation_seconds`,
+/// `prompt_tokens_per_second` and `generation_tokens_per_second`.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct GenerationStats {
     /// Tokens in the prompt.
     pub prompt_tokens: usize,
+    /// Of those, tokens the cache already held from an earlier prompt that
+    /// started the same way, so not processed again.
+    pub cached_prompt_tokens: usize,
     /// Tokens generated.
     pub generated_tokens: usize,
     /// Time spent processing the prompt.
@@ -164,8 +167,9 @@ pub struct GenerationStats {
 impl serde::Serialize for GenerationStats {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(6))?;
+        let mut m = s.serialize_map(Some(7))?;
         m.serialize_entry("prompt_tokens", &self.prompt_tokens)?;
+        m.serialize_entry("cached_prompt_tokens", &self.cached_prompt_tokens)?;
         m.serialize_entry("generated_tokens", &self.generated_tokens)?;
         m.serialize_entry("prompt_seconds", &self.prompt_time.as_secs_f64())?;
         m.serialize_entry("generation_seconds", &self.generation_time.as_secs_f64())?;
@@ -195,9 +199,13 @@ fn per_second(n: usize, t: Duration) -> f64 {
 }
 
 impl GenerationStats {
-    /// Prompt tokens processed per second.
+    /// Prompt tokens processed per second (cached ones not counted: they
+    /// took no time).
     pub fn prompt_tokens_per_second(&self) -> f64 {
-        per_second(self.prompt_tokens, self.prompt_time)
+        per_second(
+            self.prompt_tokens.saturating_sub(self.cached_prompt_tokens),
+            self.prompt_time,
+        )
     }
 
     /// Tokens generated per second.
@@ -222,15 +230,35 @@ pub struct Generation {
     pub stats: GenerationStats,
 }
 
-/// Generates a continuation of `prompt`, which is appended to `cache` (usually
-/// empty), reporting progress and text to `on_event`; returning
-/// `ControlFlow::Break` from it, or cancelling [`GenerateOptions::cancel`],
-/// stops generation with [`StopReason::Cancelled`] and keeps what was
-/// produced.
+/// Generates a continuation of `prompt` into an emptied `cache`, reporting
+/// progress and text to `on_event`; returning `ControlFlow::Break` from it,
+/// or cancelling [`GenerateOptions::cancel`], stops generation with
+/// [`StopReason::Cancelled`] and keeps what was produced.
 pub fn generate(
     model: &Model,
     cache: &mut KvCache,
     prompt: &[TokenId],
+    options: &GenerateOptions,
+    on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
+) -> Result<Generation> {
+    generate_after_prefix(model, cache, prompt, 0, options, on_event)
+}
+
+/// Like [`generate`], for a prompt whose first `prefix` tokens are shared by
+/// many prompts (the template, system prompt and instruction before a
+/// document): when `cache` holds them from an earlier prompt they are not
+/// processed again ([`GenerationStats::cached_prompt_tokens`]).
+///
+/// The prefix is always processed as a step of its own and the rest in steps
+/// counted from its end, so every prompt goes through the same computations
+/// whether its prefix came from the cache or not, and the output is the same
+/// to the bit: which floating-point sums a step makes depends on where it
+/// starts.
+pub fn generate_after_prefix(
+    model: &Model,
+    cache: &mut KvCache,
+    prompt: &[TokenId],
+    prefix: usize,
     options: &GenerateOptions,
     on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
 ) -> Result<Generation> {
@@ -242,8 +270,17 @@ pub fn generate(
     let mut sampler = Sampler::new(options.sampling.clone())?
         .with_breakers(tokenizer.sequence_breakers().iter().copied())
         .with_dry_from(prompt.len());
+    // The last prompt token is never taken from the cache: its logits are
+    // the first step's.
+    let prefix = prefix.min(prompt.len() - 1);
+    let cached = if cache.keep_prefix(&prompt[..prefix]) {
+        prefix
+    } else {
+        0
+    };
     let mut stats = GenerationStats {
         prompt_tokens: prompt.len(),
+        cached_prompt_tokens: cached,
         ..Default::default()
     };
     let mut stream = TextStream::new(tokenizer, &options.stop);
@@ -253,8 +290,11 @@ pub fn generate(
 
     let start = Instant::now();
     let mut logits = None;
-    let mut done = 0;
-    for chunk in prompt.chunks(PROMPT_CHUNK) {
+    let mut done = cached;
+    let steps = prompt[cached..prefix]
+        .chunks(PROMPT_CHUNK)
+        .chain(prompt[prefix..].chunks(PROMPT_CHUNK));
+    for chunk in steps {
         logits = Some(model.forward(chunk, cache)?);
         done += chunk.len();
         if cancelled(on_event(Event::PromptProgress {

@@ -13,6 +13,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::tokenizer::TokenId;
 
 /// The type of every cached key and value.
 const ENTRY: DType = DType::F16;
@@ -47,12 +48,15 @@ impl CacheShape {
     }
 }
 
-/// Keys and values of every position processed so far, for every layer.
+/// Keys and values of every position processed so far, for every layer, and
+/// the tokens they came from: a later prompt that starts with the same tokens
+/// (the system prompt and instruction every document shares) needs only its
+/// own tokens processed.
 #[derive(Debug)]
 pub struct KvCache {
     keys: Vec<Tensor>,
     values: Vec<Tensor>,
-    len: usize,
+    tokens: Vec<TokenId>,
     capacity: usize,
 }
 
@@ -77,19 +81,24 @@ impl KvCache {
         Ok(Self {
             keys,
             values,
-            len: 0,
+            tokens: Vec::new(),
             capacity,
         })
     }
 
     /// Positions filled so far.
     pub fn len(&self) -> usize {
-        self.len
+        self.tokens.len()
     }
 
     /// Whether nothing has been processed yet.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.tokens.is_empty()
+    }
+
+    /// The tokens whose keys and values the cache holds, in order.
+    pub fn tokens(&self) -> &[TokenId] {
+        &self.tokens
     }
 
     /// Positions the cache can hold.
@@ -99,24 +108,41 @@ impl KvCache {
 
     /// Positions still free.
     pub fn remaining(&self) -> usize {
-        self.capacity - self.len
+        self.capacity - self.len()
     }
 
     /// Forgets everything, keeping the buffers.
     pub fn clear(&mut self) {
-        self.len = 0;
+        self.tokens.clear();
     }
 
     /// Forgets every position from `len` on (for reusing a shared prefix).
     pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+        self.tokens.truncate(len);
+    }
+
+    /// Keeps what the cache holds of `prefix` when it holds all of it, in
+    /// the same places, and forgets everything else; returns whether it did.
+    pub fn keep_prefix(&mut self, prefix: &[TokenId]) -> bool {
+        let kept = self.shared_prefix(prefix) == prefix.len();
+        self.truncate(if kept { prefix.len() } else { 0 });
+        kept
+    }
+
+    /// How many of `tokens`' first tokens the cache holds, in the same places.
+    pub fn shared_prefix(&self, tokens: &[TokenId]) -> usize {
+        self.tokens
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count()
     }
 
     /// Checks that `n` more positions fit.
     pub(crate) fn reserve(&self, n: usize) -> Result<()> {
         if n > self.remaining() {
             return Err(Error::ContextOverflow {
-                needed: self.len + n,
+                needed: self.len() + n,
                 reserve: 0,
                 context: self.capacity,
             });
@@ -134,17 +160,42 @@ impl KvCache {
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
         let n = k.dim(1)?;
-        self.keys[layer].slice_set(&k.to_dtype(ENTRY)?.contiguous()?, 1, self.len)?;
-        self.values[layer].slice_set(&v.to_dtype(ENTRY)?.contiguous()?, 1, self.len)?;
-        let total = self.len + n;
+        let len = self.len();
+        self.keys[layer].slice_set(&k.to_dtype(ENTRY)?.contiguous()?, 1, len)?;
+        self.values[layer].slice_set(&v.to_dtype(ENTRY)?.contiguous()?, 1, len)?;
+        let total = len + n;
         Ok((
             self.keys[layer].narrow(1, 0, total)?,
             self.values[layer].narrow(1, 0, total)?,
         ))
     }
 
-    /// Marks `n` positions as filled, once every layer has appended them.
-    pub(crate) fn advance(&mut self, n: usize) {
-        self.len += n;
+    /// Marks the positions of `tokens` as filled, once every layer has
+    /// appended them.
+    pub(crate) fn advance(&mut self, tokens: &[TokenId]) {
+        self.tokens.extend_from_slice(tokens);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_is_kept_only_when_the_cache_holds_all_of_it() {
+        let shape = CacheShape {
+            layers: 1,
+            kv_heads: 1,
+            key_dim: 2,
+            value_dim: 2,
+        };
+        let mut cache = KvCache::new(shape, 8, &Device::Cpu).unwrap();
+        cache.advance(&[1, 2, 3, 4]);
+        assert_eq!(cache.shared_prefix(&[1, 2, 9]), 2);
+        assert!(cache.keep_prefix(&[1, 2]));
+        assert_eq!(cache.tokens(), &[1, 2]);
+        assert_eq!(cache.remaining(), 6);
+        assert!(!cache.keep_prefix(&[1, 3]));
+        assert!(cache.is_empty());
     }
 }

@@ -1,7 +1,7 @@
 //! The summarizer: a model, a way of asking, and limits.
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod chunk;
@@ -10,10 +10,10 @@ mod directives;
 use crate::error::{Error, Result};
 use crate::generate::SamplingOptions;
 use crate::generate::{
-    Event, GenerateOptions, GenerationStats, Stage, StopReason, TextPolicy, generate,
+    Event, GenerateOptions, GenerationStats, Stage, StopReason, TextPolicy, generate_after_prefix,
 };
 use crate::input;
-use crate::model::{ContextWindow, Model};
+use crate::model::{ContextWindow, KvCache, Model};
 use crate::tokenizer::TokenId;
 use crate::tokenizer::template::RenderedPrompt;
 pub use chunk::{Chunk, split as split_text};
@@ -115,6 +115,12 @@ pub struct SummaryStats {
 
 /// Summarizes text with a loaded model.
 ///
+/// A summarizer keeps the key/value caches it used, so a prompt that starts
+/// like an earlier one (the template, system prompt and instruction every
+/// document shares, or the parts of one long document) has only its new
+/// tokens processed; clones and [`to_builder`](Self::to_builder) variants
+/// share them, one cache per summary running at once.
+///
 /// ```no_run
 /// use abridge::{Model, Summarizer};
 ///
@@ -136,6 +142,30 @@ pub struct Summarizer {
     strategy: Strategy,
     length: Option<Length>,
     format: OutputFormat,
+    reuse_prefix: bool,
+    caches: Arc<CachePool>,
+}
+
+/// Caches left by finished generations, for the next ones to start from.
+#[derive(Debug, Default)]
+struct CachePool(Mutex<Vec<KvCache>>);
+
+impl CachePool {
+    /// A free cache of `window` positions, the one holding most of `prefix`.
+    fn take(&self, prefix: &[TokenId], window: ContextWindow) -> Option<KvCache> {
+        let mut caches = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let best = caches
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.capacity() == window.tokens())
+            .max_by_key(|(_, c)| c.shared_prefix(prefix))
+            .map(|(i, _)| i)?;
+        Some(caches.swap_remove(best))
+    }
+
+    fn put(&self, cache: KvCache) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(cache);
+    }
 }
 
 /// Configures a [`Summarizer`].
@@ -223,6 +253,15 @@ impl SummarizerBuilder {
         self
     }
 
+    /// Whether the caches of finished summaries are kept for the next ones to
+    /// reuse their shared prompt prefix (default: on). Off, every generation
+    /// starts from an empty cache and frees it when done; the summaries are
+    /// the same either way.
+    pub fn reuse_prefix(mut self, on: bool) -> Self {
+        self.inner.reuse_prefix = on;
+        self
+    }
+
     /// Strings that end the summary.
     pub fn stop(mut self, stop: Vec<String>) -> Self {
         self.inner.generate.stop = stop;
@@ -271,6 +310,8 @@ impl Summarizer {
                 strategy: Strategy::Auto,
                 length: None,
                 format: OutputFormat::Paragraph,
+                reuse_prefix: true,
+                caches: Arc::default(),
             },
         }
     }
@@ -342,7 +383,9 @@ impl Summarizer {
     pub fn prompt_tokens(&self, text: &str) -> Result<Vec<TokenId>> {
         input::check(text)?;
         let reserve = self.options_for(text)?.max_tokens;
-        self.fitted_prompt(&self.final_instruction(), text, reserve)
+        Ok(self
+            .fitted_prompt(&self.final_instruction(), text, reserve)?
+            .ids)
     }
 
     /// The generation options for a summary of `text`: the token limit
@@ -381,9 +424,9 @@ impl Summarizer {
 
     /// The tokens of the prompt asking `instruction` about `text`, when they
     /// and `reserve` tokens of answer fit the context window.
-    fn fitted_prompt(&self, instruction: &str, text: &str, reserve: usize) -> Result<Vec<TokenId>> {
-        let prompt = self.prompt_for(instruction, text)?;
-        let ids = self.model.tokenizer().encode_rendered(&prompt)?;
+    fn fitted_prompt(&self, instruction: &str, text: &str, reserve: usize) -> Result<Fitted> {
+        let tokenizer = self.model.tokenizer();
+        let ids = tokenizer.encode_rendered(&self.prompt_for(instruction, text)?)?;
         let context = self.context().tokens();
         let trained = self.model.info().trained_context;
         if ids.len() + reserve > context {
@@ -400,7 +443,15 @@ impl Summarizer {
                 context,
             });
         }
-        Ok(ids)
+        // What every text asked about with this instruction shares: the
+        // prompt up to where the text begins.
+        let without_text = tokenizer.encode_rendered(&self.prompt_for(instruction, "")?)?;
+        let prefix = ids
+            .iter()
+            .zip(&without_text)
+            .take_while(|(a, b)| a == b)
+            .count();
+        Ok(Fitted { ids, prefix })
     }
 
     /// Tokens each part summary may take.
@@ -500,13 +551,13 @@ impl Summarizer {
             Strategy::Single => Some(fitted()?),
             Strategy::MapReduce => None,
             Strategy::Auto => match fitted() {
-                Ok(ids) => Some(ids),
+                Ok(prompt) => Some(prompt),
                 Err(Error::ContextOverflow { .. } | Error::PromptTooLong { .. }) => None,
                 Err(e) => return Err(e),
             },
         };
         let (text, reason) = match single {
-            Some(ids) => run.generate(&ids, &run.options.clone(), on_event, true)?,
+            Some(prompt) => run.generate(&prompt, &run.options.clone(), on_event, true)?,
             None => run.map_reduce(text, on_event)?,
         };
         let context = self.context();
@@ -526,6 +577,12 @@ impl Summarizer {
     }
 }
 
+/// A prompt's tokens, of which the first `prefix` are the same for every text.
+struct Fitted {
+    ids: Vec<TokenId>,
+    prefix: usize,
+}
+
 /// The state of one summary across its generations.
 struct Run<'s> {
     summarizer: &'s Summarizer,
@@ -541,19 +598,39 @@ impl Run<'_> {
     /// One generation; its text is streamed only when `stream` is set.
     fn generate(
         &mut self,
-        prompt: &[TokenId],
+        prompt: &Fitted,
         options: &GenerateOptions,
         on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
         stream: bool,
     ) -> Result<(String, StopReason)> {
-        let model = &self.summarizer.model;
-        let mut cache = model.new_cache(self.summarizer.context())?;
+        let s = self.summarizer;
+        let window = s.context();
+        let pooled = s
+            .reuse_prefix
+            .then(|| s.caches.take(&prompt.ids[..prompt.prefix], window))
+            .flatten();
+        let mut cache = match pooled {
+            Some(cache) => cache,
+            None => s.model.new_cache(window)?,
+        };
         let mut forward = |e: Event<'_>| match e {
             Event::Text(_) if !stream => ControlFlow::Continue(()),
             e => on_event(e),
         };
-        let g = generate(model, &mut cache, prompt, options, &mut forward)?;
+        // A cache whose forward pass failed halfway is dropped, not reused.
+        let g = generate_after_prefix(
+            &s.model,
+            &mut cache,
+            &prompt.ids,
+            prompt.prefix,
+            options,
+            &mut forward,
+        )?;
+        if s.reuse_prefix {
+            s.caches.put(cache);
+        }
         self.stats.prompt_tokens += g.stats.prompt_tokens;
+        self.stats.cached_prompt_tokens += g.stats.cached_prompt_tokens;
         self.stats.generated_tokens += g.stats.generated_tokens;
         self.stats.prompt_time += g.stats.prompt_time;
         self.stats.generation_time += g.stats.generation_time;
@@ -580,7 +657,7 @@ impl Run<'_> {
         for round in 0..MAX_ROUNDS {
             // After the first round, combine as soon as everything fits.
             if round > 0
-                && let Ok(ids) =
+                && let Ok(prompt) =
                     s.fitted_prompt(&s.final_instruction(), &current, options.max_tokens)
             {
                 if on_event(Event::Stage {
@@ -592,7 +669,7 @@ impl Run<'_> {
                 {
                     return Ok((String::new(), StopReason::Cancelled));
                 }
-                return self.generate(&ids, &options, on_event, true);
+                return self.generate(&prompt, &options, on_event, true);
             }
             let plan = s.plan(&current)?;
             let count = plan.chunks.len();
@@ -607,12 +684,12 @@ impl Run<'_> {
                 {
                     return Ok((String::new(), StopReason::Cancelled));
                 }
-                let ids = s.fitted_prompt(
+                let prompt = s.fitted_prompt(
                     PART_INSTRUCTION,
                     &current[c.range.clone()],
                     part_options.max_tokens,
                 )?;
-                let (summary, reason) = self.generate(&ids, &part_options, on_event, false)?;
+                let (summary, reason) = self.generate(&prompt, &part_options, on_event, false)?;
                 if reason == StopReason::Cancelled {
                     return Ok((String::new(), reason));
                 }

@@ -253,7 +253,7 @@ impl Gemma3 {
             let ff = b.down.forward(&ff)?;
             x = (x + rms_norm(&ff, &b.post_ffn_norm, eps)?)?;
         }
-        cache.advance(seq);
+        cache.advance(tokens);
         let last = x.narrow(0, seq - 1, 1)?;
         let last = rms_norm(&last, &self.output_norm, eps)?;
         let mut logits = self.output.forward(&last)?.squeeze(0)?;

@@ -133,7 +133,7 @@ impl Llama {
             let ff = (candle_nn::ops::silu(&b.gate.forward(&h)?)? * b.up.forward(&h)?)?;
             x = (x + b.down.forward(&ff)?)?;
         }
-        cache.advance(seq);
+        cache.advance(tokens);
         let last = x.narrow(0, seq - 1, 1)?;
         let last = rms_norm(&last, &self.output_norm, c.norm_eps)?;
         Ok(self.output.forward(&last)?.squeeze(0)?)
