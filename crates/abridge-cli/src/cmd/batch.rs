@@ -2,7 +2,7 @@
 //! shardable; `abridge batch merge` joins the shards' outputs.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,7 +48,7 @@ fn summarize_all(args: BatchRunArgs) -> Result<ExitCode> {
             journal.torn_bytes()
         );
     }
-    let records = read_records(args.input.as_deref(), Some(output))?;
+    let records = read_records(args.input.as_deref(), &[output])?;
     if args.pull {
         pull_missing(&args.model, None, args.quiet)?;
     }
@@ -130,20 +130,23 @@ fn summarize_all(args: BatchRunArgs) -> Result<ExitCode> {
     })
 }
 
-/// The records of a JSON Lines file, a directory (less the output file, when
-/// it is inside), or standard input (`None` or `-`).
-fn read_records(input: Option<&Path>, output: Option<&Path>) -> Result<Vec<Record>> {
+/// The records of a JSON Lines file, a directory (less the batch's own
+/// files, `exclude`, when they are inside it), or standard input (`None` or
+/// `-`).
+fn read_records(input: Option<&Path>, exclude: &[&Path]) -> Result<Vec<Record>> {
     match input {
         None => read_stdin(),
         Some(p) if p == Path::new("-") => read_stdin(),
         Some(dir) if dir.is_dir() => {
+            let exclude: Vec<PathBuf> = exclude
+                .iter()
+                .filter_map(|p| p.canonicalize().ok())
+                .collect();
             let mut records = batch::read_directory(dir)?;
-            if let Some(out) = output.and_then(|o| o.canonicalize().ok()) {
-                records.retain(|r| match &r.source {
-                    batch::Source::File(p) => p.canonicalize().ok().as_ref() != Some(&out),
-                    _ => true,
-                });
-            }
+            records.retain(|r| match &r.source {
+                batch::Source::File(p) => p.canonicalize().map_or(true, |p| !exclude.contains(&p)),
+                _ => true,
+            });
             Ok(records)
         }
         Some(file) => Ok(batch::read_jsonl_file(file)?),
@@ -156,10 +159,16 @@ fn read_stdin() -> Result<Vec<Record>> {
 }
 
 fn merge(args: MergeArgs) -> Result<ExitCode> {
+    let own: Vec<&Path> = args
+        .inputs
+        .iter()
+        .chain([&args.output])
+        .map(PathBuf::as_path)
+        .collect();
     let records = args
         .input
         .as_deref()
-        .map(|p| read_records(Some(p), None))
+        .map(|p| read_records(Some(p), &own))
         .transpose()?;
     let merged = batch::merge(&args.inputs, records.as_deref())?;
     let mut out = AtomicFile::create(&args.output)?;
