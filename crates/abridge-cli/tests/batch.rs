@@ -257,7 +257,7 @@ fn a_batch_of_forty_records_gives_thirty_seven_summaries_and_three_errors_naming
     std::fs::write(&input, records).unwrap();
     let out = dir.path().join("summaries.jsonl");
     let start = Instant::now();
-    let run = run(batch(&[
+    let first = run(batch(&[
         input.to_str().unwrap(),
         "-o",
         out.to_str().unwrap(),
@@ -267,17 +267,17 @@ fn a_batch_of_forty_records_gives_thirty_seven_summaries_and_three_errors_naming
         "640",
     ]));
     eprintln!("40 records: {:.1} s", start.elapsed().as_secs_f64());
-    assert_eq!(run.status.code(), Some(SOME_FAILED), "{}", stderr(&run));
+    assert_eq!(first.status.code(), Some(SOME_FAILED), "{}", stderr(&first));
     assert!(
-        stderr(&run).contains("37 done, 0 skipped, 3 failed"),
+        stderr(&first).contains("37 done, 0 skipped, 3 failed"),
         "{}",
-        stderr(&run)
+        stderr(&first)
     );
 
-    let lines = lines(&out);
-    assert_eq!(lines.len(), 40);
-    let lines = by_id(&lines);
-    let (ok, failed): (Vec<_>, Vec<_>) = lines.iter().partition(|(_, l)| l["error"].is_null());
+    let written = lines(&out);
+    assert_eq!(written.len(), 40);
+    let outputs = by_id(&written);
+    let (ok, failed): (Vec<_>, Vec<_>) = outputs.iter().partition(|(_, l)| l["error"].is_null());
     assert_eq!(ok.len(), 37);
     for (id, l) in &ok {
         let summary = l["summary"].as_str().unwrap_or_default();
@@ -291,8 +291,8 @@ fn a_batch_of_forty_records_gives_thirty_seven_summaries_and_three_errors_naming
         assert!(l["stop_reason"].is_string(), "{l}");
     }
     // Ids come back in the form they were given.
-    assert_eq!(lines["0"]["id"], json!(0));
-    assert_eq!(lines["piece-1"]["id"], json!("piece-1"));
+    assert_eq!(outputs["0"]["id"], json!(0));
+    assert_eq!(outputs["piece-1"]["id"], json!("piece-1"));
 
     let failed: BTreeMap<&str, &str> = failed
         .iter()
@@ -322,6 +322,54 @@ fn a_batch_of_forty_records_gives_thirty_seven_summaries_and_three_errors_naming
         "{}",
         failed["too-long"]
     );
+
+    // Run again: every record has its line, and the failures still count.
+    let again = |extra: &[&str]| {
+        let mut cmd = batch(&[input.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        cmd.args(["--strategy", "single", "--ctx-size", "640"])
+            .args(extra);
+        run(cmd)
+    };
+    let skipped = again(&[]);
+    assert_eq!(skipped.status.code(), Some(SOME_FAILED));
+    assert!(
+        stderr(&skipped).contains(
+            "0 done, 40 skipped (3 failed before; --retry-errors tries them again), 0 failed"
+        ),
+        "{}",
+        stderr(&skipped)
+    );
+    // --retry-errors: the three are tried again, and fail again, after
+    // their first lines; the merge keeps one line for each.
+    let retried = again(&["--retry-errors"]);
+    assert_eq!(retried.status.code(), Some(SOME_FAILED));
+    assert!(
+        stderr(&retried).contains("0 done, 37 skipped, 3 failed"),
+        "{}",
+        stderr(&retried)
+    );
+    let all = lines(&out);
+    assert_eq!(all.len(), 43);
+    let tail: BTreeSet<String> = all[40..].iter().map(id_of).collect();
+    assert_eq!(tail, failed.keys().map(|k| k.to_string()).collect());
+    let merged = dir.path().join("merged.jsonl");
+    let merge = Command::cargo_bin("abridge")
+        .unwrap()
+        .args(["batch", "merge"])
+        .arg(&out)
+        .arg("-o")
+        .arg(&merged)
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_eq!(merge.status.code(), Some(SOME_FAILED), "{}", stderr(&merge));
+    assert!(
+        stderr(&merge).contains("40 records, 37 summarized, 3 failed, 3 duplicate ids, 0 missing"),
+        "{}",
+        stderr(&merge)
+    );
+    assert_eq!(by_id(&lines(&merged)).len(), 40);
 }
 
 #[test]

@@ -16,8 +16,8 @@ use super::{INTERRUPTED, load_model, pull_missing, summarizer};
 use crate::args::{BatchArgs, BatchCommand, BatchRunArgs, MergeArgs};
 use crate::output::progress_bar;
 
-/// Exit status when the run finished but some records have no summary: their
-/// lines in the output carry the errors.
+/// Exit status when the run finished but some records have no summary (failed
+/// in this run or an earlier one): their lines in the output carry the errors.
 pub const SOME_FAILED: u8 = 3;
 
 pub fn run(args: BatchArgs) -> Result<ExitCode> {
@@ -106,8 +106,12 @@ fn summarize_all(args: BatchRunArgs) -> Result<ExitCode> {
         ),
         None => String::new(),
     };
+    let failed_before = match report.skipped_failed {
+        0 => String::new(),
+        n => format!(" ({n} failed before; --retry-errors tries them again)"),
+    };
     eprintln!(
-        "{} done, {} skipped, {} failed{shard}; {} prompt and {} generated tokens in {:.1} s, {:.1} tokens/s generated",
+        "{} done, {} skipped{failed_before}, {} failed{shard}; {} prompt and {} generated tokens in {:.1} s, {:.1} tokens/s generated",
         report.done,
         report.skipped,
         report.failed,
@@ -123,7 +127,7 @@ fn summarize_all(args: BatchRunArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(INTERRUPTED));
     }
-    Ok(if report.failed > 0 {
+    Ok(if report.failed + report.skipped_failed > 0 {
         ExitCode::from(SOME_FAILED)
     } else {
         ExitCode::SUCCESS

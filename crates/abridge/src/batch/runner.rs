@@ -45,6 +45,9 @@ pub struct Report {
     pub done: usize,
     /// Records skipped because the output already had them.
     pub skipped: usize,
+    /// Of those, records whose lines are errors (skipped unless
+    /// [`Batch::retry_errors`]): they have no summary either.
+    pub skipped_failed: usize,
     /// Records that failed (their lines carry the errors).
     pub failed: usize,
     /// Records left to other shards.
@@ -180,7 +183,10 @@ impl Batch {
             }
             match journal.status(&record.id) {
                 Some(Status::Summarized) => report.skipped += 1,
-                Some(Status::Failed) if !self.retry_errors => report.skipped += 1,
+                Some(Status::Failed) if !self.retry_errors => {
+                    report.skipped += 1;
+                    report.skipped_failed += 1;
+                }
                 _ => pending.push(record),
             }
         }
