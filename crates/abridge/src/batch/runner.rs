@@ -129,7 +129,7 @@ impl Batch {
 
     /// Records summarized at once, each on its own thread with its own cache
     /// over the one shared model (default 1: the forward pass already runs on
-    /// every core the model was given).
+    /// every core the model was given; 0 counts as 1).
     pub fn parallel(mut self, n: usize) -> Self {
         self.parallel = n.max(1);
         self

@@ -21,13 +21,21 @@ use crate::error::{Error, Result};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
-    /// This worker's shard, below `count`.
-    pub index: u64,
-    /// How many shards the batch is split into.
-    pub count: u64,
+    index: u64,
+    count: u64,
 }
 
 impl Shard {
+    /// This worker's shard, below [`count`](Self::count).
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// How many shards the batch is split into (at least 1).
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
     /// Shard `index` of `count`; an index not below the count, or a count of
     /// zero, is an error.
     pub fn new(index: u64, count: u64) -> Result<Self> {
@@ -183,7 +191,7 @@ mod tests {
     #[test]
     fn shards_parse_and_refuse_what_cannot_be_a_shard() {
         let s: Shard = "2/4".parse().unwrap();
-        assert_eq!((s.index, s.count), (2, 4));
+        assert_eq!((s.index(), s.count()), (2, 4));
         assert_eq!(s.to_string(), "2/4");
         for (bad, says) in [
             ("4/4", "out of range"),
