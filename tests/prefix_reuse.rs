@@ -54,17 +54,15 @@ fn generate(
     (g.tokens, g.stats.cached_prompt_tokens)
 }
 
-/// Each document's prompt after a cache left by the previous one (its prompt
-/// and summary), then the first one again, against an empty cache each
-/// time.
+/// Two documents' prompts, then the first again, each after the cache the
+/// previous one left (its prompt and summary), against an empty cache.
 fn reuse_matches_fresh_cache(file: &str) {
     let model = model(file);
     let summarizer = Summarizer::builder(model).build().unwrap();
     let model = summarizer.model();
     let docs = documents();
-    let prompts: Vec<Vec<TokenId>> = docs
-        .iter()
-        .chain(&docs[..1])
+    let prompts: Vec<Vec<TokenId>> = [&docs[0], &docs[1], &docs[0]]
+        .into_iter()
         .map(|d| summarizer.prompt_tokens(d).unwrap())
         .collect();
     let prefix = prompts
