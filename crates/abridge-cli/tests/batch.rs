@@ -290,6 +290,18 @@ fn a_batch_of_forty_records_gives_thirty_seven_summaries_and_three_errors_naming
         assert!(l["prompt_tokens"].as_u64().unwrap() > 20, "{l}");
         assert!(l["stop_reason"].is_string(), "{l}");
     }
+    // One record at a time, all asked the same way: every prompt after the
+    // first takes the shared prefix (template, system prompt, instruction)
+    // from the cache, whether its text starts with a letter, a digit or a
+    // bracket.
+    let cached: Vec<u64> = ok
+        .iter()
+        .map(|(_, l)| l["cached_prompt_tokens"].as_u64().unwrap())
+        .collect();
+    let prefix = cached.iter().copied().max().unwrap();
+    assert!(prefix >= 10, "{cached:?}");
+    assert_eq!(cached.iter().filter(|&&c| c == 0).count(), 1, "{cached:?}");
+    assert!(cached.iter().all(|&c| c == 0 || c == prefix), "{cached:?}");
     // Ids come back in the form they were given.
     assert_eq!(outputs["0"]["id"], json!(0));
     assert_eq!(outputs["piece-1"]["id"], json!("piece-1"));

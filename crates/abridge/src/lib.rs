@@ -21,13 +21,18 @@
 //!   GGUF files;
 //! - [`tokenizer`]: the vocabulary from the file's own metadata, SentencePiece
 //!   models, and chat prompts from the file's Jinja template;
-//! - `model`: the loaded [`Model`], its [`KvCache`], and one file per
-//!   [`Architecture`] family over a shared decoder skeleton;
+//! - `model`: the loaded [`Model`], its [`KvCache`] (which knows the tokens
+//!   it holds, so a prompt sharing an earlier one's prefix skips it), and
+//!   one file per [`Architecture`] family over a shared decoder skeleton;
 //! - `kernels`: our own CPU kernels (legacy quantized matmul, attention over
 //!   the f16 cache), chosen at run time by what the CPU offers;
-//! - `generate`: the decode loop ([`generate()`]) and the [`Sampler`];
-//! - `summarize`: the [`Summarizer`], long texts by map-reduce, prompt
-//!   directives and checking of JSON answers;
+//! - `generate`: the decode loop ([`generate()`], [`generate_after_prefix`])
+//!   and the [`Sampler`];
+//! - `summarize`: the [`Summarizer`] (which keeps its caches for the next
+//!   prompt's shared prefix), long texts by map-reduce, prompt directives and
+//!   checking of JSON answers;
+//! - [`batch`]: many documents into a resumable JSON Lines output, over
+//!   worker threads, sharded by a stable hash of their ids, and merged;
 //! - [`quality`]: measures of a summary (repetition, completeness, length,
 //!   coverage, ROUGE-L), shared by the tests and `abridge eval`;
 //! - [`input`]: text, HTML and PDF documents, and saved requests;

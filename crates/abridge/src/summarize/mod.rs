@@ -444,13 +444,16 @@ impl Summarizer {
             });
         }
         // What every text asked about with this instruction shares: the
-        // prompt up to where the text begins.
-        let without_text = tokenizer.encode_rendered(&self.prompt_for(instruction, "")?)?;
-        let prefix = ids
-            .iter()
-            .zip(&without_text)
-            .take_while(|(a, b)| a == b)
-            .count();
+        // prompt up to where the text begins, less the tokens a text's first
+        // character can change ("\n\n" before a digit is one token for
+        // SmolLM2, before a letter two). A prefix that depended on the text
+        // would not be in the cache the previous text left.
+        let mut prefix = ids.len();
+        for probe in PREFIX_PROBES {
+            let other = tokenizer.encode_rendered(&self.prompt_for(instruction, probe)?)?;
+            let shared = ids.iter().zip(&other).take_while(|(a, b)| a == b).count();
+            prefix = prefix.min(shared);
+        }
         Ok(Fitted { ids, prefix })
     }
 
@@ -576,6 +579,10 @@ impl Summarizer {
         })
     }
 }
+
+/// Texts of one character of each kind a text can start with (and none),
+/// whose prompts bound the prefix every text's prompt shares.
+const PREFIX_PROBES: [&str; 8] = ["", "a", "A", "1", " ", "\n", ".", "\u{4E00}"];
 
 /// A prompt's tokens, of which the first `prefix` are the same for every text.
 struct Fitted {
