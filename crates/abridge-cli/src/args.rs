@@ -71,6 +71,11 @@ pub struct ModelArgs {
     /// CPU threads (default: all cores).
     #[arg(long, short)]
     pub threads: Option<usize>,
+    /// Where the model runs: auto (a CUDA or Metal GPU when this build
+    /// supports one and the machine has it, else the CPU), cpu, cuda, cuda:N,
+    /// metal (default: $ABRIDGE_DEVICE, else cpu).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
     /// A catalogue file that extends the shipped models.toml (default:
     /// $XDG_CONFIG_HOME/abridge/models.toml, when it exists).
     #[arg(long, value_name = "PATH")]

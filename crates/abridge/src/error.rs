@@ -254,6 +254,16 @@ pub enum Error {
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
+    /// The device asked for cannot be used: this build lacks its feature, or
+    /// the machine lacks the device.
+    #[error("device {device} is not available: {reason}")]
+    DeviceUnavailable {
+        /// The device, as `cuda:0` or `metal:0`.
+        device: String,
+        /// Why.
+        reason: String,
+    },
+
     /// The catalogue gives no download source for the model.
     #[error("model `{name}` cannot be pulled: {reason}")]
     NoSource {

@@ -39,6 +39,7 @@
 //! - [`output`]: files that appear complete under their name or not at all;
 //! - [`registry`]: model names, where their files are (abridge's directory,
 //!   the Hugging Face cache, Ollama's store), and downloads;
+//! - [`device`]: the CPU or a GPU by name (`auto`, `cpu`, `cuda:N`, `metal`);
 //! - [`bench`]: prompt and generation throughput, as llama-bench measures it;
 //! - [`synth`]: a synthetic Mistral-7B for benchmarks without the download.
 //!
@@ -68,6 +69,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod device;
 mod error;
 mod generate;
 pub mod gguf;

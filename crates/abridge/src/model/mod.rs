@@ -100,6 +100,17 @@ impl ModelOptions {
         self
     }
 
+    /// The device to run on, by name (see [`crate::device::by_name`]:
+    /// `auto`, `cpu`, `cuda:N`, `metal`).
+    ///
+    /// ```
+    /// let options = abridge::ModelOptions::new().device_by_name("cpu")?;
+    /// # Ok::<(), abridge::Error>(())
+    /// ```
+    pub fn device_by_name(self, name: &str) -> Result<Self> {
+        Ok(self.device(crate::device::by_name(name)?))
+    }
+
     /// Prompt with one of abridge's own chat templates instead of the file's
     /// (for example Ollama's Mistral prompt, which `models.toml` names for
     /// `mistral:7b-instruct-v0.2-q4_K_M`).
@@ -227,6 +238,11 @@ impl Model {
     /// The model's chat template.
     pub fn template(&self) -> &ChatTemplate {
         &self.template
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Number of worker threads.
