@@ -467,6 +467,42 @@ pub fn repeated_ngram_share(text: &str, n: usize) -> f64 {
     repeated as f64 / total as f64
 }
 
+/// Like [`repeated_ngram_share`], for a summary of `source`: an n-gram the
+/// source itself has several times may come back as often in the summary
+/// without counting (an article that says "a high-level design strategy"
+/// for each of its sections is quoted, not looped on, by a summary that says
+/// it for each section).
+///
+/// ```
+/// use abridge::quality::{repeated_ngram_share, repeated_ngram_share_beyond};
+///
+/// let source = "one two three four five. one two three four six.";
+/// let summary = "one two three four here, one two three four there";
+/// assert!(repeated_ngram_share(summary, 4) > 0.0);
+/// assert_eq!(repeated_ngram_share_beyond(summary, source, 4), 0.0);
+/// ```
+pub fn repeated_ngram_share_beyond(text: &str, source: &str, n: usize) -> f64 {
+    let ws = lower_words(text);
+    if n == 0 || ws.len() < n {
+        return 0.0;
+    }
+    let source_words = lower_words(source);
+    let mut in_source: HashMap<&[String], usize> = HashMap::new();
+    for gram in source_words.windows(n) {
+        *in_source.entry(gram).or_insert(0) += 1;
+    }
+    let mut seen: HashMap<&[String], usize> = HashMap::new();
+    let mut repeated = 0usize;
+    for gram in ws.windows(n) {
+        let count = seen.entry(gram).or_insert(0);
+        *count += 1;
+        if *count > in_source.get(gram).copied().unwrap_or(0).max(1) {
+            repeated += 1;
+        }
+    }
+    repeated as f64 / ws.windows(n).len() as f64
+}
+
 /// Sentences that occur more than once in `text`, each reported once, in
 /// order of first occurrence.
 ///
