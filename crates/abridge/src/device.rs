@@ -63,27 +63,44 @@ fn auto() -> Device {
 }
 
 fn cuda(index: usize) -> Result<Device> {
-    if !cfg!(feature = "cuda") {
-        return Err(Error::DeviceUnavailable {
-            device: format!("cuda:{index}"),
-            reason: "this build has no CUDA support (it is built with the `cuda` feature)".into(),
-        });
-    }
-    Device::new_cuda(index).map_err(|e| Error::DeviceUnavailable {
-        device: format!("cuda:{index}"),
-        reason: e.to_string(),
-    })
+    gpu(
+        "cuda",
+        "CUDA",
+        cfg!(feature = "cuda"),
+        index,
+        Device::new_cuda,
+    )
 }
 
 fn metal(index: usize) -> Result<Device> {
-    if !cfg!(feature = "metal") {
+    gpu(
+        "metal",
+        "Metal",
+        cfg!(feature = "metal"),
+        index,
+        Device::new_metal,
+    )
+}
+
+/// GPU `index` of a kind, when this build was compiled with its `feature`.
+fn gpu(
+    feature: &str,
+    label: &str,
+    compiled: bool,
+    index: usize,
+    open: fn(usize) -> candle_core::Result<Device>,
+) -> Result<Device> {
+    let device = format!("{feature}:{index}");
+    if !compiled {
         return Err(Error::DeviceUnavailable {
-            device: format!("metal:{index}"),
-            reason: "this build has no Metal support (it is built with the `metal` feature)".into(),
+            device,
+            reason: format!(
+                "this build has no {label} support (it is built with the `{feature}` feature)"
+            ),
         });
     }
-    Device::new_metal(index).map_err(|e| Error::DeviceUnavailable {
-        device: format!("metal:{index}"),
+    open(index).map_err(|e| Error::DeviceUnavailable {
+        device,
         reason: e.to_string(),
     })
 }
