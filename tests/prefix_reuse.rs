@@ -10,19 +10,19 @@ use abridge::{
 const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const QWEN: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 
-/// The opening paragraphs (about 800 characters) of three real documents.
+/// The opening paragraphs (about 500 characters) of three real documents.
 fn documents() -> Vec<String> {
     ["grep-news.txt", "gzip.1.txt", "artistic-1.0-perl.txt"]
         .iter()
         .map(|name| {
             let text = std::fs::read_to_string(abridge_tests::fixture(&format!("quality/{name}")))
                 .unwrap();
-            let mut end = 800.min(text.len());
+            let mut end = 500.min(text.len());
             while !text.is_char_boundary(end) {
                 end -= 1;
             }
             match text[..end].rfind("\n\n") {
-                Some(at) if at > 300 => text[..at].to_owned(),
+                Some(at) if at > 200 => text[..at].to_owned(),
                 _ => text[..end].to_owned(),
             }
         })
@@ -47,7 +47,7 @@ fn generate(
     prompt: &[TokenId],
     prefix: usize,
 ) -> (Vec<TokenId>, usize) {
-    let g = abridge::generate_after_prefix(model, cache, prompt, prefix, &greedy(24), &mut |_| {
+    let g = abridge::generate_after_prefix(model, cache, prompt, prefix, &greedy(16), &mut |_| {
         std::ops::ControlFlow::Continue(())
     })
     .unwrap();
@@ -115,8 +115,8 @@ fn summaries_reuse_the_shared_prefix_and_are_unchanged() {
     let build = |reuse: bool| {
         Summarizer::builder(model.clone())
             .sampling(SamplingOptions::greedy())
-            .max_tokens(32)
-            .context(ContextWindow::new(512).unwrap())
+            .max_tokens(16)
+            .context(ContextWindow::new(256).unwrap())
             .reuse_prefix(reuse)
             .build()
             .unwrap()
