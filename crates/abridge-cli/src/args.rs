@@ -192,8 +192,8 @@ pub struct BatchRunArgs {
     /// model. The default, 1, is right for most machines: the forward pass
     /// already uses every core (--threads), so more records at once mostly
     /// share the same cores.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub parallel: usize,
+    #[arg(long, default_value = "1", value_name = "N")]
+    pub parallel: std::num::NonZeroUsize,
     /// Only the records of shard I of N (by a stable hash of their id). Without
     /// it, the shard comes from a Kubernetes Indexed Job (JOB_COMPLETION_INDEX,
     /// with --shard-count) or a Slurm job array (SLURM_ARRAY_TASK_ID).

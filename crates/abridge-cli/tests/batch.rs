@@ -330,7 +330,8 @@ fn a_batch_of_forty_records_gives_thirty_seven_summaries_and_three_errors_naming
         failed["unreadable"]
     );
     assert!(
-        failed["too-long"].contains("context window is 640 tokens"),
+        failed["too-long"].starts_with("line 40: ")
+            && failed["too-long"].contains("context window is 640 tokens"),
         "{}",
         failed["too-long"]
     );
@@ -623,6 +624,48 @@ fn four_shards_cover_every_record_once_and_merge_into_the_unsharded_run() {
     );
 }
 
+/// Records with their own system prompt, instruction, length or format are
+/// asked their own way (their prompts carry what they add), and a setting
+/// that cannot be used is that record's error, naming its line.
+#[test]
+fn records_with_their_own_settings_are_asked_their_own_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, text) = short_documents().swap_remove(0);
+    let input = dir.path().join("records.jsonl");
+    let records = [
+        json!({"id": "plain", "text": text}),
+        json!({"id": "system", "text": text,
+               "system": "You are a careful editor who reads every word of a document before writing."}),
+        json!({"id": "prompt", "text": text,
+               "prompt": "List the decisions this text records, one per line, and nothing else."}),
+        json!({"id": "short", "text": text, "length": "short"}),
+        json!({"id": "bullets", "text": text, "format": "bullets"}),
+        json!({"id": "bad", "text": text, "length": "huge"}),
+    ];
+    let jsonl: String = records.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&input, jsonl).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let done = run(batch(&[
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(done.status.code(), Some(SOME_FAILED), "{}", stderr(&done));
+    let lines = by_id(&lines(&out));
+    let prompt = |id: &str| lines[id]["prompt_tokens"].as_u64().unwrap();
+    for id in ["system", "prompt", "short", "bullets"] {
+        assert!(
+            prompt(id) > prompt("plain"),
+            "{id}: {} prompt tokens, plain {}",
+            prompt(id),
+            prompt("plain")
+        );
+        assert!(lines[id]["error"].is_null(), "{}", lines[id]);
+    }
+    let bad = lines["bad"]["error"].as_str().unwrap();
+    assert!(bad.starts_with("line 6: ") && bad.contains("huge"), "{bad}");
+}
+
 #[test]
 fn shard_and_output_mistakes_are_refused_before_the_model_loads() {
     let dir = tempfile::tempdir().unwrap();
@@ -644,6 +687,11 @@ fn shard_and_output_mistakes_are_refused_before_the_model_loads() {
     };
     refuse(&["--shard", "4/4"], &[], "out of range for 4 shards");
     refuse(&["--shard", "x"], &[], "INDEX/COUNT");
+    refuse(
+        &["--parallel", "0"],
+        &[],
+        "invalid value '0' for '--parallel <N>'",
+    );
     refuse(
         &[],
         &[("JOB_COMPLETION_INDEX", "1")],

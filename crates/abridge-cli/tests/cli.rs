@@ -89,8 +89,8 @@ fn streams_a_summary_of_a_file_by_model_name() {
 }
 
 /// A GPU this build was compiled without is refused by name, from the flag
-/// or from `ABRIDGE_DEVICE`, before the model loads; `cpu` from the
-/// environment runs.
+/// or from `ABRIDGE_DEVICE` (the error says which), before the model loads;
+/// `cpu` from the environment runs.
 #[cfg(not(any(feature = "cuda", feature = "metal")))]
 #[test]
 fn a_device_this_build_lacks_is_refused_by_name() {
@@ -119,7 +119,8 @@ fn a_device_this_build_lacks_is_refused_by_name() {
             .and(predicate::str::contains("this build has no CUDA support")),
     );
     run(None, "metal").failure().stderr(
-        predicate::str::contains("--device metal").and(predicate::str::contains("`metal` feature")),
+        predicate::str::contains("ABRIDGE_DEVICE=metal")
+            .and(predicate::str::contains("`metal` feature")),
     );
     run(Some("tpu"), "")
         .failure()

@@ -451,20 +451,7 @@ pub fn sentence_key(sentence: &str) -> String {
 /// the share is 0.2. Returns 0.0 when `n` is 0 or the text has fewer than `n`
 /// words.
 pub fn repeated_ngram_share(text: &str, n: usize) -> f64 {
-    let ws = lower_words(text);
-    if n == 0 || ws.len() < n {
-        return 0.0;
-    }
-    let mut seen: HashSet<&[String]> = HashSet::new();
-    let mut total = 0usize;
-    let mut repeated = 0usize;
-    for gram in ws.windows(n) {
-        total += 1;
-        if !seen.insert(gram) {
-            repeated += 1;
-        }
-    }
-    repeated as f64 / total as f64
+    repeated_ngram_share_beyond(text, "", n)
 }
 
 /// Like [`repeated_ngram_share`], for a summary of `source`: an n-gram the

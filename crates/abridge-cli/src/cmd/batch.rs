@@ -10,7 +10,7 @@ use std::time::Instant;
 use abridge::Cancel;
 use abridge::batch::{self, Batch, Journal, Progress, Record, RecordId, Shard};
 use abridge::output::AtomicFile;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::{INTERRUPTED, load_model, pull_missing, summarizer};
 use crate::args::{BatchArgs, BatchCommand, BatchRunArgs, MergeArgs};
@@ -29,9 +29,6 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
 
 fn summarize_all(args: BatchRunArgs) -> Result<ExitCode> {
     let output = args.output.as_deref().context("--output is required")?;
-    if args.parallel == 0 {
-        bail!("--parallel must be at least 1");
-    }
     let shard = match args.shard {
         Some(s) => Some(s),
         None => Shard::from_env(args.shard_count).context(
@@ -57,10 +54,9 @@ fn summarize_all(args: BatchRunArgs) -> Result<ExitCode> {
     let summarizer = summarizer(&args.summary, None, Arc::new(model), cancel.clone())?;
     let batch = Batch::new(summarizer)
         .model_name(name)
-        .parallel(args.parallel)
+        .parallel(args.parallel.get())
         .shard(shard)
-        .retry_errors(args.retry_errors)
-        .cancel(cancel.clone());
+        .retry_errors(args.retry_errors);
     ctrlc::set_handler(move || cancel.cancel()).context("cannot install the Ctrl-C handler")?;
 
     let bar = progress_bar(

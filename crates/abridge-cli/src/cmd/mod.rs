@@ -39,15 +39,15 @@ pub fn load_model(args: &ModelArgs, requested: Option<&str>) -> Result<(String, 
     }
     // The flag, else the environment, else the CPU (a GPU only when asked
     // for: `auto` picks one when this build and machine have it).
-    let device = args.device.clone().or_else(|| {
-        std::env::var("ABRIDGE_DEVICE")
+    let device = match &args.device {
+        Some(d) => Some((d.clone(), format!("--device {d}"))),
+        None => std::env::var("ABRIDGE_DEVICE")
             .ok()
             .filter(|d| !d.is_empty())
-    });
-    if let Some(device) = device {
-        options = options
-            .device_by_name(&device)
-            .with_context(|| format!("--device {device}"))?;
+            .map(|d| (d.clone(), format!("ABRIDGE_DEVICE={d}"))),
+    };
+    if let Some((device, source)) = device {
+        options = options.device_by_name(&device).context(source)?;
     }
     let model = registry::load(&name, &catalogue, options)?;
     Ok((name, model))

@@ -1,7 +1,7 @@
 //! The output file, which is also the batch's memory of what is done.
 //!
 //! One JSON object per line and per finished record. A line is appended in
-//! one write, then flushed and synced before the next record's: a crash can
+//! one write, then synced to disk before the next record's: a crash can
 //! cut only the last line, and opening the file again cuts that line off, so
 //! its record is done again. Every other line names a record that needs no
 //! more work.
@@ -135,12 +135,7 @@ impl Journal {
         }
         let mut status = HashMap::new();
         for line in scan.lines {
-            // A summary anywhere settles the record; an error is settled only
-            // until a later run retries it.
-            let s = status.entry(line.id).or_insert(Status::Failed);
-            if !line.failed {
-                *s = Status::Summarized;
-            }
+            settle(&mut status, line.id, line.failed);
         }
         Ok(Self {
             file,
@@ -175,13 +170,22 @@ impl Journal {
             source,
         };
         self.file.write_all(&line).map_err(write_error)?;
-        self.file.flush().map_err(write_error)?;
         self.file.sync_data().map_err(write_error)?;
-        let s = self.status.entry(id.clone()).or_insert(Status::Failed);
-        if matches!(outcome, Outcome::Summarized(_)) {
-            *s = Status::Summarized;
-        }
+        settle(
+            &mut self.status,
+            id.clone(),
+            matches!(outcome, Outcome::Failed(_)),
+        );
         Ok(())
+    }
+}
+
+/// Counts one more line for `id`: a summary anywhere settles the record; an
+/// error is settled only until a later run retries it.
+fn settle(status: &mut HashMap<RecordId, Status>, id: RecordId, failed: bool) {
+    let s = status.entry(id).or_insert(Status::Failed);
+    if !failed {
+        *s = Status::Summarized;
     }
 }
 

@@ -213,10 +213,15 @@ impl Record {
             Ok(()) => Ok(t),
             Err(e) => Err(e.to_string()),
         });
-        checked.map_err(|why| match self.line {
+        checked.map_err(|why| self.named(why))
+    }
+
+    /// `why` this record failed, with its input line when it has one.
+    pub(super) fn named(&self, why: String) -> String {
+        match self.line {
             Some(line) => format!("line {line}: {why}"),
             None => why,
-        })
+        }
     }
 }
 
@@ -253,18 +258,24 @@ pub fn read_jsonl(mut reader: impl BufRead, base: &Path) -> std::io::Result<Vec<
             continue;
         }
         let mut record = parse_line(&buf, line, base);
-        if let Some(first) = seen.get(&record.id) {
-            record = Record {
-                id: RecordId::from(format!("line-{line}")),
-                source: Source::Invalid(format!(
+        if let Some(&first) = seen.get(&record.id) {
+            // A line's own fallback name taken by an earlier id is no fault
+            // of the line; an id given twice is.
+            if record.id != fallback_id(line) {
+                record.source = Source::Invalid(format!(
                     "the id {} is already used on line {first}",
                     record.id.to_json()
-                )),
-                ..record
-            };
-        } else {
-            seen.insert(record.id.clone(), line);
+                ));
+            }
+            record.id = (1..)
+                .map(|k| match k {
+                    1 => fallback_id(line),
+                    k => RecordId::from(format!("line-{line}-{k}")),
+                })
+                .find(|id| !seen.contains_key(id))
+                .expect("an unbounded sequence of distinct ids has one not yet used");
         }
+        seen.insert(record.id.clone(), line);
         records.push(record);
     }
 }
@@ -284,8 +295,13 @@ pub fn read_jsonl_file(path: &Path) -> Result<Vec<Record>> {
     read_jsonl(std::io::BufReader::new(file), base).map_err(io)
 }
 
+/// The id of a record whose line gives none.
+fn fallback_id(line: usize) -> RecordId {
+    RecordId::from(format!("line-{line}"))
+}
+
 fn parse_line(bytes: &[u8], line: usize, base: &Path) -> Record {
-    let fallback = || RecordId::from(format!("line-{line}"));
+    let fallback = || fallback_id(line);
     let invalid = |id: RecordId, why: String| Record {
         id,
         line: Some(line),
@@ -517,6 +533,28 @@ mod tests {
             let line = record.line.unwrap();
             assert!(loaded.starts_with(&format!("line {line}: ")), "{loaded}");
         }
+    }
+
+    #[test]
+    fn ids_given_for_other_lines_never_make_two_records_share_one() {
+        let r = read(concat!(
+            r#"{"id": "a", "text": "t"}"#,
+            "\n",
+            r#"{"id": "a", "text": "t"}"#,
+            "\n",
+            r#"{"id": "line-2", "text": "t"}"#,
+            "\n",
+            r#"{"id": "line-5", "text": "t"}"#,
+            "\n",
+            r#"{"text": "t"}"#,
+            "\n",
+        ));
+        let ids: Vec<&str> = r.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["a", "line-2", "line-3", "line-5", "line-5-2"]);
+        assert!(why(&r[1]).contains("the id \"a\" is already used on line 1"));
+        assert!(why(&r[2]).contains("the id \"line-2\" is already used on line 2"));
+        // The last line gave no id: it loses only its name, not its text.
+        assert_eq!(r[4].source, Source::Text("t".into()));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{Journal, Outcome, Record, RecordId, Shard, Status};
 use crate::error::Result;
-use crate::{Cancel, StopReason, Summarizer, Summary};
+use crate::{StopReason, Summarizer, Summary};
 
 /// What a batch reports as it goes, on the thread that called
 /// [`Batch::run`].
@@ -65,12 +65,7 @@ pub struct Report {
 impl Report {
     /// Generated tokens per second of wall-clock time, over all workers.
     pub fn tokens_per_second(&self) -> f64 {
-        let s = self.elapsed.as_secs_f64();
-        if s > 0.0 {
-            self.generated_tokens as f64 / s
-        } else {
-            0.0
-        }
+        crate::generate::per_second(self.generated_tokens, self.elapsed)
     }
 }
 
@@ -95,13 +90,17 @@ pub struct Batch {
     parallel: usize,
     shard: Option<Shard>,
     retry_errors: bool,
-    cancel: Cancel,
 }
 
 impl Batch {
     /// A batch summarizing with `summarizer` (records with their own
     /// settings get a variant of it that shares its model), one record at a
     /// time, every record, skipping those the output has any line for.
+    ///
+    /// The summarizer's [`Cancel`](crate::Cancel) handle stops the batch: no
+    /// record starts after it is cancelled, the summaries in progress stop
+    /// within a token, and their records get no line (a later run does
+    /// them). The batch cancels it itself when the output cannot be written.
     pub fn new(summarizer: Summarizer) -> Self {
         let info = summarizer.model().info();
         let model_name = info.name.clone().unwrap_or_else(|| {
@@ -116,7 +115,6 @@ impl Batch {
             parallel: 1,
             shard: None,
             retry_errors: false,
-            cancel: Cancel::new(),
         }
     }
 
@@ -148,16 +146,6 @@ impl Batch {
         self
     }
 
-    /// A handle that stops the batch: no record starts after it is
-    /// cancelled, the summaries in progress stop within a token, and their
-    /// records get no line (a later run does them). It replaces any handle
-    /// the summarizer was built with. The batch cancels it itself when the
-    /// output cannot be written.
-    pub fn cancel(mut self, cancel: Cancel) -> Self {
-        self.cancel = cancel;
-        self
-    }
-
     /// Runs the batch over `records`, reporting each record's end to
     /// `on_progress`. A record that fails gets a line with its error and the
     /// batch goes on; only an output that cannot be written (or a summarizer
@@ -169,11 +157,8 @@ impl Batch {
         mut on_progress: impl FnMut(Progress<'_>),
     ) -> Result<Report> {
         let start = Instant::now();
-        let summarizer = self
-            .summarizer
-            .to_builder()
-            .cancel(self.cancel.clone())
-            .build()?;
+        let summarizer = &self.summarizer;
+        let cancel = summarizer.cancel_handle();
         let mut report = Report::default();
         let mut pending = Vec::new();
         for record in records {
@@ -201,7 +186,7 @@ impl Batch {
             let (tx, rx) = mpsc::channel();
             for _ in 0..self.parallel.min(pending.len()) {
                 let (tx, summarizer) = (tx.clone(), summarizer.clone());
-                let (pending, next, cancel) = (&pending, &next, &self.cancel);
+                let (pending, next) = (&pending, &next);
                 scope.spawn(move || {
                     while !cancel.is_cancelled() {
                         let Some(record) = pending.get(next.fetch_add(1, Ordering::Relaxed))
@@ -229,7 +214,7 @@ impl Batch {
                     continue;
                 }
                 if let Err(e) = journal.append(&record.id, &self.model_name, &outcome) {
-                    self.cancel.cancel();
+                    cancel.cancel();
                     write_error = Some(e);
                     continue;
                 }
@@ -257,7 +242,7 @@ impl Batch {
             return Err(e);
         }
         report.elapsed = start.elapsed();
-        report.cancelled = self.cancel.is_cancelled();
+        report.cancelled = cancel.is_cancelled();
         Ok(report)
     }
 }
@@ -270,6 +255,6 @@ fn summarize(base: &Summarizer, record: &Record) -> Outcome {
     };
     match record.options.apply(base).and_then(|s| s.summarize(&text)) {
         Ok(summary) => Outcome::Summarized(summary),
-        Err(e) => Outcome::Failed(e.to_string()),
+        Err(e) => Outcome::Failed(record.named(e.to_string())),
     }
 }

@@ -190,7 +190,8 @@ pub(crate) fn seconds<S: serde::Serializer>(
     s.serialize_f64(d.as_secs_f64())
 }
 
-fn per_second(n: usize, t: Duration) -> f64 {
+/// `n` per second of `t`; 0 when no time passed.
+pub(crate) fn per_second(n: usize, t: Duration) -> f64 {
     if t.is_zero() {
         0.0
     } else {

@@ -48,6 +48,11 @@ impl CacheShape {
     }
 }
 
+/// How many tokens `a` and `b` start with in common.
+pub(crate) fn common_prefix(a: &[TokenId], b: &[TokenId]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 /// Keys and values of every position processed so far, for every layer, and
 /// the tokens they came from: a later prompt that starts with the same tokens
 /// (the system prompt and instruction every document shares) needs only its
@@ -131,11 +136,7 @@ impl KvCache {
 
     /// How many of `tokens`' first tokens the cache holds, in the same places.
     pub fn shared_prefix(&self, tokens: &[TokenId]) -> usize {
-        self.tokens
-            .iter()
-            .zip(tokens)
-            .take_while(|(a, b)| a == b)
-            .count()
+        common_prefix(&self.tokens, tokens)
     }
 
     /// Checks that `n` more positions fit.

@@ -15,6 +15,7 @@ pub(crate) mod arch;
 pub(crate) mod kv_cache;
 
 pub use arch::Architecture;
+pub(crate) use kv_cache::common_prefix;
 pub use kv_cache::{CacheShape, KvCache};
 
 /// A causal language model with explicit key/value state.

@@ -13,7 +13,7 @@ use crate::generate::{
     Event, GenerateOptions, GenerationStats, Stage, StopReason, TextPolicy, generate_after_prefix,
 };
 use crate::input;
-use crate::model::{ContextWindow, KvCache, Model};
+use crate::model::{ContextWindow, KvCache, Model, common_prefix};
 use crate::tokenizer::TokenId;
 use crate::tokenizer::template::RenderedPrompt;
 pub use chunk::{Chunk, split as split_text};
@@ -333,6 +333,12 @@ impl Summarizer {
         }
     }
 
+    /// The handle that stops this summarizer's summaries (the one given to
+    /// [`SummarizerBuilder::cancel`], shared by its clones).
+    pub fn cancel_handle(&self) -> &crate::generate::Cancel {
+        &self.generate.cancel
+    }
+
     /// The model.
     pub fn model(&self) -> &Model {
         &self.model
@@ -383,9 +389,7 @@ impl Summarizer {
     pub fn prompt_tokens(&self, text: &str) -> Result<Vec<TokenId>> {
         input::check(text)?;
         let reserve = self.options_for(text)?.max_tokens;
-        Ok(self
-            .fitted_prompt(&self.final_instruction(), text, reserve)?
-            .ids)
+        self.prompt_ids(&self.final_instruction(), text, reserve)
     }
 
     /// The generation options for a summary of `text`: the token limit
@@ -424,9 +428,9 @@ impl Summarizer {
 
     /// The tokens of the prompt asking `instruction` about `text`, when they
     /// and `reserve` tokens of answer fit the context window.
-    fn fitted_prompt(&self, instruction: &str, text: &str, reserve: usize) -> Result<Fitted> {
-        let tokenizer = self.model.tokenizer();
-        let ids = tokenizer.encode_rendered(&self.prompt_for(instruction, text)?)?;
+    fn prompt_ids(&self, instruction: &str, text: &str, reserve: usize) -> Result<Vec<TokenId>> {
+        let prompt = self.prompt_for(instruction, text)?;
+        let ids = self.model.tokenizer().encode_rendered(&prompt)?;
         let context = self.context().tokens();
         let trained = self.model.info().trained_context;
         if ids.len() + reserve > context {
@@ -443,18 +447,33 @@ impl Summarizer {
                 context,
             });
         }
-        // What every text asked about with this instruction shares: the
-        // prompt up to where the text begins, less the tokens a text's first
-        // character can change ("\n\n" before a digit is one token for
-        // SmolLM2, before a letter two). A prefix that depended on the text
-        // would not be in the cache the previous text left.
-        let mut prefix = ids.len();
-        for probe in PREFIX_PROBES {
-            let other = tokenizer.encode_rendered(&self.prompt_for(instruction, probe)?)?;
-            let shared = ids.iter().zip(&other).take_while(|(a, b)| a == b).count();
-            prefix = prefix.min(shared);
-        }
+        Ok(ids)
+    }
+
+    /// [`prompt_ids`](Self::prompt_ids), with how many of them every text
+    /// asked about with `instruction` shares.
+    fn fitted_prompt(&self, instruction: &str, text: &str, reserve: usize) -> Result<Fitted> {
+        let ids = self.prompt_ids(instruction, text, reserve)?;
+        let prefix = common_prefix(&ids, &self.shared_prefix(instruction)?);
         Ok(Fitted { ids, prefix })
+    }
+
+    /// The tokens every prompt asking `instruction` starts with, whatever
+    /// the text: the prompt up to where the text begins, less the tokens a
+    /// text's first character can change ("\n\n" before a digit is one token
+    /// for SmolLM2, before a letter two). A prefix that depended on the text
+    /// would not be in the cache the previous text left.
+    fn shared_prefix(&self, instruction: &str) -> Result<Vec<TokenId>> {
+        let tokenizer = self.model.tokenizer();
+        let ids = |text: &str| -> Result<Vec<TokenId>> {
+            tokenizer.encode_rendered(&self.prompt_for(instruction, text)?)
+        };
+        let mut shared = ids("")?;
+        for probe in PREFIX_PROBES {
+            let other = ids(probe)?;
+            shared.truncate(common_prefix(&shared, &other));
+        }
+        Ok(shared)
     }
 
     /// Tokens each part summary may take.
@@ -580,9 +599,10 @@ impl Summarizer {
     }
 }
 
-/// Texts of one character of each kind a text can start with (and none),
-/// whose prompts bound the prefix every text's prompt shares.
-const PREFIX_PROBES: [&str; 8] = ["", "a", "A", "1", " ", "\n", ".", "\u{4E00}"];
+/// Texts of one character of each kind a text can start with, whose
+/// prompts, with the prompt for no text, bound the prefix every text's
+/// prompt shares.
+const PREFIX_PROBES: [&str; 7] = ["a", "A", "1", " ", "\n", ".", "\u{4E00}"];
 
 /// A prompt's tokens, of which the first `prefix` are the same for every text.
 struct Fitted {
