@@ -559,3 +559,16 @@ fn bench_without_anything_to_measure_is_a_usage_error() {
         .failure()
         .stderr(predicate::str::contains("nothing to measure"));
 }
+
+/// A file that is not there is named in the error, before any model loads.
+#[test]
+fn a_missing_file_is_named() {
+    abridge()
+        .args(["summarize", "-m", "no-such-model", "/no/such/report.txt"])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("cannot read /no/such/report.txt")
+                .and(predicate::str::contains("No such file")),
+        );
+}

@@ -56,18 +56,13 @@ pub fn load_model(args: &ModelArgs, requested: Option<&str>) -> Result<(String, 
 /// The text of a file or of standard input (`None` or `-`): plain text, HTML
 /// or PDF, recognised by content.
 pub fn read_document(file: Option<&Path>) -> Result<String> {
-    let bytes = match file {
-        Some(p) if p != Path::new("-") => {
-            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
-        }
-        _ => {
-            let mut bytes = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut bytes)
-                .context("cannot read standard input")?;
-            bytes
-        }
-    };
+    if let Some(p) = file.filter(|p| *p != Path::new("-")) {
+        return Ok(abridge::input::read_file(p)?);
+    }
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .context("cannot read standard input")?;
     Ok(abridge::input::extract(&bytes)?)
 }
 

@@ -199,12 +199,7 @@ impl Record {
     pub(super) fn load(&self) -> std::result::Result<Cow<'_, str>, String> {
         let text = match &self.source {
             Source::Text(t) => Ok(Cow::Borrowed(t.as_str())),
-            Source::File(path) => std::fs::read(path)
-                .map_err(|source| Error::Io {
-                    path: path.clone(),
-                    source,
-                })
-                .and_then(|bytes| input::extract(&bytes))
+            Source::File(path) => input::read_file(path)
                 .map(Cow::Owned)
                 .map_err(|e| e.to_string()),
             Source::Invalid(why) => Err(why.clone()),

@@ -8,6 +8,16 @@ pub mod request;
 pub use document::{Format, detect, extract, html_text};
 pub use request::SavedRequest;
 
+/// The text of the document at `path`: plain text, HTML or PDF, recognised
+/// by content ([`extract`]).
+pub fn read_file(path: &std::path::Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    extract(&bytes)
+}
+
 /// Decodes `bytes` as UTF-8 text, dropping a leading byte-order mark.
 ///
 /// Text that is not UTF-8 is an error naming the offset of the first bad
