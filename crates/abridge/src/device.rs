@@ -37,8 +37,9 @@ pub fn by_name(name: &str) -> Result<Device> {
     match (kind, index) {
         ("cpu", None) => Ok(Device::Cpu),
         ("auto", None) => Ok(auto()),
-        ("cuda", index) => cuda(index.unwrap_or(0)),
-        ("metal", index) => metal(index.unwrap_or(0)),
+        (kind, index) if let Some(&gpu_kind) = GPUS.iter().find(|g| g.0 == kind) => {
+            gpu(gpu_kind, index.unwrap_or(0))
+        }
         _ => Err(Error::InvalidOption(format!(
             "unknown device `{name}` (expected {DEVICE_NAMES})"
         ))),
@@ -55,41 +56,27 @@ pub fn name(device: &Device) -> String {
     }
 }
 
+/// The kinds of GPU: the feature and name `by_name` reads, the name people
+/// know, whether this build has the feature, and how candle opens one.
+type GpuKind = (
+    &'static str,
+    &'static str,
+    bool,
+    fn(usize) -> candle_core::Result<Device>,
+);
+const GPUS: [GpuKind; 2] = [
+    ("cuda", "CUDA", cfg!(feature = "cuda"), Device::new_cuda),
+    ("metal", "Metal", cfg!(feature = "metal"), Device::new_metal),
+];
+
 fn auto() -> Device {
-    [cuda(0), metal(0)]
-        .into_iter()
-        .find_map(|d| d.ok())
+    GPUS.iter()
+        .find_map(|&kind| gpu(kind, 0).ok())
         .unwrap_or(Device::Cpu)
 }
 
-fn cuda(index: usize) -> Result<Device> {
-    gpu(
-        "cuda",
-        "CUDA",
-        cfg!(feature = "cuda"),
-        index,
-        Device::new_cuda,
-    )
-}
-
-fn metal(index: usize) -> Result<Device> {
-    gpu(
-        "metal",
-        "Metal",
-        cfg!(feature = "metal"),
-        index,
-        Device::new_metal,
-    )
-}
-
 /// GPU `index` of a kind, when this build was compiled with its `feature`.
-fn gpu(
-    feature: &str,
-    label: &str,
-    compiled: bool,
-    index: usize,
-    open: fn(usize) -> candle_core::Result<Device>,
-) -> Result<Device> {
+fn gpu((feature, label, compiled, open): GpuKind, index: usize) -> Result<Device> {
     let device = format!("{feature}:{index}");
     if !compiled {
         return Err(Error::DeviceUnavailable {
