@@ -61,5 +61,5 @@ fn attention_step(bencher: divan::Bencher, depth: usize) {
     };
     let (k, v) = (cache(depth), cache(depth));
     let scale = 1.0 / (128f64).sqrt();
-    bencher.bench_local(|| attention(&q, &k, &v, 8, scale, None).unwrap());
+    bencher.bench_local(|| attention(&q, &k, &v, 8, scale, None, true).unwrap());
 }

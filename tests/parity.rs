@@ -2,7 +2,7 @@
 //! chat prompt, and greedy generation (fixtures in `tests/fixtures/golden`,
 //! produced by llama.cpp; `margins.*.json` by `scripts/reference/margins.py`).
 
-use abridge::{ContextWindow, Model, ModelOptions};
+use abridge::{ContextWindow, Kernels, Model, ModelOptions};
 use abridge::{Message, Role};
 use abridge_tests::{golden, ids};
 use serde_json::Value;
@@ -28,12 +28,15 @@ const QWEN2: Case = Case {
 };
 
 impl Case {
+    /// The model, with the kernels `ABRIDGE_KERNELS` names: the test command
+    /// runs this file once with each, so the arithmetic a GPU runs is held
+    /// to llama.cpp too.
     fn load(&self) -> Model {
-        Model::load_with(
-            abridge_tests::model(self.file),
-            ModelOptions::new().threads(2),
-        )
-        .unwrap()
+        let kernels = std::env::var("ABRIDGE_KERNELS").unwrap_or_else(|_| "native".into());
+        let options = ModelOptions::new()
+            .threads(2)
+            .kernels(Kernels::by_name(&kernels).unwrap());
+        Model::load_with(abridge_tests::model(self.file), options).unwrap()
     }
 
     fn golden(&self, kind: &str) -> Value {
@@ -156,7 +159,8 @@ fn free_running_greedy_forks_only_at_a_near_tie(case: &Case) -> usize {
     );
     if agree < reference.len() {
         let top = &margins["steps"][agree]["top"];
-        abridge_tests::llama_cpp_would_pick(top, agree, out.tokens[agree], reference[agree])
+        let tie = abridge_tests::near_tie(model.kernels());
+        abridge_tests::llama_cpp_would_pick(top, agree, out.tokens[agree], reference[agree], tie)
             .unwrap();
     }
     agree

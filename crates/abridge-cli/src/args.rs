@@ -25,6 +25,10 @@ pub enum Command {
     Tokenize(TokenizeArgs),
     /// Measure prompt-processing (pp) and generation (tg) throughput, as llama-bench does.
     Bench(BenchArgs),
+    /// Check that a device (or the generic kernels) computes what the CPU
+    /// does: greedy steps over a document's summary prompt, logits compared
+    /// at every step.
+    Parity(ParityArgs),
     /// Summarize a set of documents and measure the summaries: repetition,
     /// length against the target, complete sentences, key-term coverage, ROUGE-L.
     Eval(EvalArgs),
@@ -43,6 +47,7 @@ impl Command {
             Command::Batch(a) => a.run.model.threads,
             Command::Tokenize(a) => a.model.threads,
             Command::Bench(a) => a.model.threads,
+            Command::Parity(a) => a.model.threads,
             Command::Eval(a) => a.threads,
             Command::Synth(_) | Command::Models(_) => None,
         }
@@ -55,6 +60,7 @@ impl Command {
             Command::Batch(a) => a.run.model.models_file.as_deref(),
             Command::Tokenize(a) => a.model.models_file.as_deref(),
             Command::Bench(a) => a.model.models_file.as_deref(),
+            Command::Parity(a) => a.model.models_file.as_deref(),
             Command::Eval(a) => a.models_file.as_deref(),
             Command::Models(a) => a.models_file.as_deref(),
             Command::Synth(_) => None,
@@ -62,7 +68,7 @@ impl Command {
     }
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct ModelArgs {
     /// A GGUF file, or a model name from models.toml (default: $ABRIDGE_MODEL, or
     /// the catalogue's default, mistral:7b-instruct-v0.2-q4_K_M).
@@ -76,6 +82,11 @@ pub struct ModelArgs {
     /// metal (default: $ABRIDGE_DEVICE, else cpu).
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<String>,
+    /// native (abridge's own CPU kernels where they apply) or generic
+    /// (candle's device-generic operations only, the arithmetic a GPU runs)
+    /// (default: $ABRIDGE_KERNELS, else native).
+    #[arg(long, value_name = "KERNELS")]
+    pub kernels: Option<String>,
     /// A catalogue file that extends the shipped models.toml (default:
     /// $XDG_CONFIG_HOME/abridge/models.toml, when it exists).
     #[arg(long, value_name = "PATH")]
@@ -370,6 +381,32 @@ pub struct TokenizeArgs {
     pub prompt: bool,
     /// Print a JSON object with the count and the ids.
     #[arg(long, conflicts_with = "ids")]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ParityArgs {
+    /// Text file whose summary prompt is fed to both; `-` or nothing reads
+    /// standard input.
+    pub file: Option<PathBuf>,
+    /// The model, and the device and kernels under test.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The device the reference runs on.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub reference_device: String,
+    /// The reference's kernels.
+    #[arg(long, default_value = "native", value_name = "KERNELS")]
+    pub reference_kernels: String,
+    /// Tokens generated (by the reference, fed to both) and compared.
+    #[arg(long, short = 'n', default_value_t = 64)]
+    pub steps: usize,
+    /// Largest gap in the reference's logits between two different choices
+    /// that counts as a near-tie (default 1.0).
+    #[arg(long)]
+    pub near_tie: Option<f32>,
+    /// Print a JSON object with every step.
+    #[arg(long)]
     pub json: bool,
 }
 

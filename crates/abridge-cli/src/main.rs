@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Batch(args) => cmd::batch::run(*args),
         Command::Tokenize(args) => cmd::tokenize::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Parity(args) => cmd::parity::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Synth(args) => cmd::synth::run(args),
         Command::Models(args) => cmd::models::run(args),

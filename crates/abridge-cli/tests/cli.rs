@@ -84,18 +84,22 @@ fn streams_a_summary_of_a_file_by_model_name() {
         .stderr(
             predicate::str::contains("context 8192 tokens: the KV cache takes 180 MiB")
                 .and(predicate::str::contains("tokens/s"))
-                .and(predicate::str::contains(") on cpu, 2 threads")),
+                .and(predicate::str::contains(
+                    ") on cpu (native kernels), 2 threads",
+                )),
         );
 }
 
 /// A GPU this build was compiled without is refused by name, from the flag
 /// or from `ABRIDGE_DEVICE` (the error says which), before the model loads;
-/// `cpu` from the environment runs.
+/// `cpu` from the environment runs, with the kernels `ABRIDGE_KERNELS` or
+/// `--kernels` names.
 #[cfg(not(any(feature = "cuda", feature = "metal")))]
 #[test]
 fn a_device_this_build_lacks_is_refused_by_name() {
-    let run = |flag: Option<&str>, env: &str| {
+    let run = |flags: &[&str], env: &str| {
         let mut cmd = abridge();
+        cmd.env("ABRIDGE_KERNELS", "generic");
         cmd.args([
             "summarize",
             "-m",
@@ -109,27 +113,30 @@ fn a_device_this_build_lacks_is_refused_by_name() {
         ])
         .env("ABRIDGE_DEVICE", env)
         .write_stdin("Honeybees tell each other where flowers are by dancing.");
-        if let Some(device) = flag {
-            cmd.args(["--device", device]);
-        }
+        cmd.args(flags);
         cmd.assert()
     };
-    run(Some("cuda:1"), "cpu").failure().stderr(
+    run(&["--device", "cuda:1"], "cpu").failure().stderr(
         predicate::str::contains("--device cuda:1")
             .and(predicate::str::contains("this build has no CUDA support")),
     );
-    run(None, "metal").failure().stderr(
+    run(&[], "metal").failure().stderr(
         predicate::str::contains("ABRIDGE_DEVICE=metal")
             .and(predicate::str::contains("`metal` feature")),
     );
-    run(Some("tpu"), "")
+    run(&["--device", "tpu"], "")
         .failure()
         .stderr(predicate::str::contains(
             "unknown device `tpu` (expected auto, cpu, cuda, cuda:N, metal, metal:N)",
         ));
-    run(None, "cpu")
-        .success()
-        .stderr(predicate::str::contains(") on cpu, 2 threads"));
+    run(&[], "cpu").success().stderr(predicate::str::contains(
+        ") on cpu (generic kernels), 2 threads",
+    ));
+    run(&["--kernels", "fast"], "").failure().stderr(
+        predicate::str::contains("--kernels fast").and(predicate::str::contains(
+            "unknown kernels `fast` (expected native, generic)",
+        )),
+    );
 }
 
 #[test]
@@ -571,4 +578,44 @@ fn a_missing_file_is_named() {
             predicate::str::contains("cannot read /no/such/report.txt")
                 .and(predicate::str::contains("No such file")),
         );
+}
+
+/// `abridge parity`, the GPU check's comparison, run here between the two
+/// kinds of CPU kernels: the generic ones (a GPU's arithmetic) differ from
+/// ours in the logits but not in what they choose; a side compared with
+/// itself differs in nothing.
+#[test]
+fn parity_compares_the_generic_kernels_with_ours() {
+    let text = "Honeybees tell each other where flowers are by dancing. A forager \
+                back at the hive runs a figure eight; the angle of its straight run \
+                gives the direction of the food against the sun, and the length of \
+                the waggle gives the distance. Karl von Frisch decoded the dance.";
+    let run = |kernels: &str| {
+        abridge_tests::json_stdout(
+            abridge()
+                .args(["parity", "-m", "smollm2", "-t", "2", "-n", "16", "--json"])
+                .args(["--kernels", kernels, "-"])
+                .write_stdin(text),
+        )
+    };
+    let generic = run("generic");
+    assert_eq!(generic["other"]["kernels"], "generic", "{generic}");
+    assert_eq!(generic["reference"]["kernels"], "native", "{generic}");
+    assert_eq!(generic["steps"], 16);
+    assert_eq!(generic["pass"], true, "{generic}");
+    assert!(
+        generic["agreeing_steps"].as_u64().unwrap() >= 15,
+        "{generic}"
+    );
+    let diff = generic["max_logit_diff"].as_f64().unwrap();
+    assert!(diff > 0.0 && diff < 3.0, "{generic}");
+    let same = run("native");
+    assert_eq!(same["max_logit_diff"].as_f64(), Some(0.0), "{same}");
+    assert_eq!(same["agreeing_steps"], 16);
+    abridge()
+        .args(["parity", "-m", "smollm2", "-n", "0", "-"])
+        .write_stdin(text)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--steps must be at least 1"));
 }

@@ -40,6 +40,8 @@
 //! - [`registry`]: model names, where their files are (abridge's directory,
 //!   the Hugging Face cache, Ollama's store), and downloads;
 //! - [`device`]: the CPU or a GPU by name (`auto`, `cpu`, `cuda:N`, `metal`);
+//! - [`parity`]: whether two forward passes of one model (another device,
+//!   or the generic [`Kernels`]) agree, step by step;
 //! - [`bench`]: prompt and generation throughput, as llama-bench measures it;
 //! - [`synth`]: a synthetic Mistral-7B for benchmarks without the download.
 //!
@@ -78,6 +80,7 @@ pub mod input;
 pub mod kernels;
 mod model;
 pub mod output;
+pub mod parity;
 pub mod quality;
 pub mod registry;
 mod rng;
@@ -92,8 +95,8 @@ pub use generate::{
     StopReason, TextPolicy, argmax, generate, generate_after_prefix,
 };
 pub use model::{
-    Architecture, CacheShape, CausalLm, ContextWindow, DEFAULT_CONTEXT, KvCache, Model, ModelInfo,
-    ModelOptions,
+    Architecture, CacheShape, CausalLm, ContextWindow, DEFAULT_CONTEXT, Kernels, KvCache, Model,
+    ModelInfo, ModelOptions,
 };
 pub use summarize::{
     Chunk, Length, OutputFormat, Plan, Strategy, Summarizer, SummarizerBuilder, Summary,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use abridge::input::SavedRequest;
 use abridge::registry::pull::PullOptions;
 use abridge::registry::{self, Catalogue};
-use abridge::{Cancel, ContextWindow, Length, Model, ModelOptions, Summarizer};
+use abridge::{Cancel, ContextWindow, Kernels, Length, Model, ModelOptions, Summarizer};
 use anyhow::{Context, Result, bail};
 
 use crate::args::{ModelArgs, SummaryArgs};
@@ -18,6 +18,7 @@ pub mod batch;
 pub mod bench;
 pub mod eval;
 pub mod models;
+pub mod parity;
 pub mod summarize;
 pub mod synth;
 pub mod tokenize;
@@ -39,18 +40,26 @@ pub fn load_model(args: &ModelArgs, requested: Option<&str>) -> Result<(String, 
     }
     // The flag, else the environment, else the CPU (a GPU only when asked
     // for: `auto` picks one when this build and machine have it).
-    let device = match &args.device {
-        Some(d) => Some((d.clone(), format!("--device {d}"))),
-        None => std::env::var("ABRIDGE_DEVICE")
-            .ok()
-            .filter(|d| !d.is_empty())
-            .map(|d| (d.clone(), format!("ABRIDGE_DEVICE={d}"))),
-    };
-    if let Some((device, source)) = device {
+    if let Some((device, source)) = flag_or_env(&args.device, "--device", "ABRIDGE_DEVICE") {
         options = options.device_by_name(&device).context(source)?;
+    }
+    if let Some((kernels, source)) = flag_or_env(&args.kernels, "--kernels", "ABRIDGE_KERNELS") {
+        options = options.kernels(Kernels::by_name(&kernels).context(source)?);
     }
     let model = registry::load(&name, &catalogue, options)?;
     Ok((name, model))
+}
+
+/// A setting from its flag, else from a non-empty environment variable, with
+/// where it came from (for error messages).
+fn flag_or_env(flag: &Option<String>, name: &str, var: &str) -> Option<(String, String)> {
+    match flag {
+        Some(v) => Some((v.clone(), format!("{name} {v}"))),
+        None => std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| (v.clone(), format!("{var}={v}"))),
+    }
 }
 
 /// The text of a file or of standard input (`None` or `-`): plain text, HTML

@@ -326,12 +326,13 @@ fn print_stats(summarizer: &Summarizer, name: &str, summary: &Summary) {
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
     eprintln!(
-        "model {name} ({}) on {}, {} threads, context {}\n\
+        "model {name} ({}) on {} ({} kernels), {} threads, context {}\n\
          prompt: {} tokens in {:.2} s ({:.1} tokens/s){parts}\n\
          summary: {} tokens in {:.2} s ({:.1} tokens/s), stopped by {reason}{trimmed}\n\
          load {:.2} s, total {:.2} s",
         model.info().path.display(),
         abridge::device::name(model.device()),
+        model.kernels().name(),
         model.threads(),
         stats.context.tokens(),
         g.prompt_tokens,

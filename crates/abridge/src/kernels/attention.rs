@@ -60,6 +60,8 @@ fn first_visible(p: usize, window: Option<usize>) -> usize {
 /// Scaled dot-product attention of `q` (`heads, seq, dk`, f32) over the cached
 /// keys (`kv_heads, total, dk`) and values (`kv_heads, total, dv`), of any
 /// float type, with the causal rule above; returns `heads, seq, dv` in f32.
+/// `native`: our CPU kernel may run (the caller checked the device); else
+/// candle's device-generic matmuls always do.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -67,9 +69,10 @@ pub fn attention(
     kv_heads: usize,
     scale: f64,
     window: Option<usize>,
+    native: bool,
 ) -> Result<Tensor> {
     let seq = q.dim(1)?;
-    if q.device().is_cpu() && seq <= KERNEL_ROWS && k.dtype() == DType::F16 {
+    if native && q.device().is_cpu() && seq <= KERNEL_ROWS && k.dtype() == DType::F16 {
         let op = CachedAttention {
             kv_heads,
             scale: scale as f32,
@@ -763,7 +766,7 @@ mod tests {
             let k = cache(kv_heads, total, d, 2);
             let v = cache(kv_heads, total, d, 3);
             let want = reference(&q, &k, &v, kv_heads, window);
-            let fast = attention(&q, &k, &v, kv_heads, 0.25, window).unwrap();
+            let fast = attention(&q, &k, &v, kv_heads, 0.25, window, true).unwrap();
             let slow = blocked(&q, &k, &v, kv_heads, 0.25, window).unwrap();
             let case = format!("seq {seq}, total {total}, d {d}, window {window:?}");
             assert!(

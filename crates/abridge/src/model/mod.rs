@@ -63,6 +63,7 @@ pub const DEFAULT_CONTEXT: usize = 8192;
 pub struct ModelOptions {
     threads: Option<usize>,
     device: Device,
+    kernels: Kernels,
     tokenizer_json: Option<PathBuf>,
     template: Option<Builtin>,
 }
@@ -72,6 +73,7 @@ impl Default for ModelOptions {
         Self {
             threads: None,
             device: Device::Cpu,
+            kernels: Kernels::Native,
             tokenizer_json: None,
             template: None,
         }
@@ -112,6 +114,18 @@ impl ModelOptions {
         Ok(self.device(crate::device::by_name(name)?))
     }
 
+    /// Which kernels the forward pass runs (default [`Kernels::Native`]).
+    ///
+    /// ```
+    /// use abridge::{Kernels, ModelOptions};
+    /// let options = ModelOptions::new().kernels(Kernels::by_name("generic")?);
+    /// # Ok::<(), abridge::Error>(())
+    /// ```
+    pub fn kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
     /// Prompt with one of abridge's own chat templates instead of the file's
     /// (for example Ollama's Mistral prompt, which `models.toml` names for
     /// `mistral:7b-instruct-v0.2-q4_K_M`).
@@ -125,6 +139,53 @@ impl ModelOptions {
     pub fn tokenizer_json(mut self, path: impl Into<PathBuf>) -> Self {
         self.tokenizer_json = Some(path.into());
         self
+    }
+}
+
+/// Which kernels the forward pass runs.
+///
+/// A GPU always runs candle's device-generic operations. On the CPU abridge
+/// has faster kernels of its own for some of the work; selecting
+/// [`Kernels::Generic`] there runs exactly the arithmetic a GPU would, which
+/// is how the GPU path is checked on a machine without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// abridge's own CPU kernels where they apply (matrix products of the
+    /// legacy block types, attention over the f16 cache), candle's elsewhere.
+    /// Off the CPU, the same as [`Kernels::Generic`].
+    #[default]
+    Native,
+    /// candle's device-generic operations only.
+    Generic,
+}
+
+impl Kernels {
+    /// The names [`Kernels::by_name`] accepts.
+    pub const NAMES: &str = "native, generic";
+
+    /// `native` or `generic`.
+    pub fn by_name(name: &str) -> Result<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "native" => Ok(Self::Native),
+            "generic" => Ok(Self::Generic),
+            other => Err(Error::InvalidOption(format!(
+                "unknown kernels `{other}` (expected {})",
+                Self::NAMES
+            ))),
+        }
+    }
+
+    /// The name [`Kernels::by_name`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+
+    /// Whether our own CPU kernels run on `device`.
+    pub(crate) fn native_on(self, device: &Device) -> bool {
+        self == Self::Native && device.is_cpu()
     }
 }
 
@@ -153,6 +214,7 @@ pub struct Model {
     network: Box<dyn CausalLm>,
     pool: rayon::ThreadPool,
     device: Device,
+    kernels: Kernels,
 }
 
 impl std::fmt::Debug for Model {
@@ -186,7 +248,24 @@ impl Model {
             None if beside.is_file() => Tokenizer::from_json_file(&beside, &gguf)?,
             None => Tokenizer::from_gguf(&gguf)?,
         };
-        let network = arch::load(&gguf, &options.device)?;
+        // A GPU holds its own copy of the weights: refuse before uploading
+        // them when it has no room (the CPU maps the file instead).
+        if !options.device.is_cpu()
+            && let Some(available) = available_memory(&options.device)
+            && gguf.file_size() > available
+        {
+            return Err(Error::OutOfMemory {
+                what: format!(
+                    "the weights of {} on {}",
+                    path.display(),
+                    crate::device::name(&options.device)
+                ),
+                needed: gguf.file_size(),
+                available,
+            });
+        }
+        let native = options.kernels.native_on(&options.device);
+        let network = arch::load(&gguf, &options.device, native)?;
         if tokenizer.vocab_size() > network.vocab_size() {
             return Err(Error::Tokenizer(format!(
                 "the vocabulary has {} tokens but the model's embedding only {}",
@@ -223,6 +302,7 @@ impl Model {
             network,
             pool,
             device: options.device,
+            kernels: options.kernels,
         })
     }
 
@@ -244,6 +324,11 @@ impl Model {
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The kernels the model was loaded with.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// Number of worker threads.
@@ -284,7 +369,12 @@ impl Model {
                 trained,
             });
         }
-        check_cache_fits(window, self.cache_bytes(window), available_memory())?;
+        check_cache_fits(
+            window,
+            &self.device,
+            self.cache_bytes(window),
+            available_memory(&self.device),
+        )?;
         KvCache::new(self.network.cache_shape(), window.tokens(), &self.device)
     }
 
@@ -298,10 +388,22 @@ impl Model {
 /// An error, before anything is allocated, when a cache of `bytes` would not
 /// fit in `available` memory: better than the out-of-memory killer halfway
 /// through a prompt.
-fn check_cache_fits(window: ContextWindow, bytes: u64, available: Option<u64>) -> Result<()> {
+fn check_cache_fits(
+    window: ContextWindow,
+    device: &Device,
+    bytes: u64,
+    available: Option<u64>,
+) -> Result<()> {
     match available {
         Some(available) if bytes > available => Err(Error::OutOfMemory {
-            what: format!("the cache of a context of {} tokens", window.tokens()),
+            what: match device {
+                Device::Cpu => format!("the cache of a context of {} tokens", window.tokens()),
+                gpu => format!(
+                    "the cache of a context of {} tokens on {}",
+                    window.tokens(),
+                    crate::device::name(gpu)
+                ),
+            },
             needed: bytes,
             available,
         }),
@@ -309,11 +411,28 @@ fn check_cache_fits(window: ContextWindow, bytes: u64, available: Option<u64>) -
     }
 }
 
+/// Memory a cache on `device` can still take: the host's (see
+/// [`host_memory`]), or a CUDA GPU's free memory; `None` where it cannot be
+/// known.
+fn available_memory(device: &Device) -> Option<u64> {
+    match device {
+        Device::Cpu => host_memory(),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(gpu) => gpu
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(free, _total)| free as u64),
+        _ => None,
+    }
+}
+
 /// Memory this process can still take: `MemAvailable` from `/proc/meminfo`,
 /// or less when the container's cgroup (v2, mounted at `/sys/fs/cgroup` as
 /// a container sees it) caps it, where `MemAvailable` still shows the whole
 /// machine.
-fn available_memory() -> Option<u64> {
+fn host_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let machine = mem_available(&meminfo)?;
     let read = |name: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{name}")).ok();
@@ -346,15 +465,15 @@ mod tests {
     #[test]
     fn a_cache_larger_than_memory_is_refused_with_the_figures() {
         let window = ContextWindow::new(32768).unwrap();
-        let err = check_cache_fits(window, 4 << 30, Some(1 << 30))
+        let err = check_cache_fits(window, &Device::Cpu, 4 << 30, Some(1 << 30))
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("32768 tokens") && err.contains("4.0 GiB") && err.contains("1.0 GiB"),
             "{err}"
         );
-        assert!(check_cache_fits(window, 1 << 30, Some(4 << 30)).is_ok());
-        assert!(check_cache_fits(window, 1 << 30, None).is_ok());
+        assert!(check_cache_fits(window, &Device::Cpu, 1 << 30, Some(4 << 30)).is_ok());
+        assert!(check_cache_fits(window, &Device::Cpu, 1 << 30, None).is_ok());
     }
 
     #[test]

@@ -157,19 +157,21 @@ pub(crate) struct Gemma3 {
     rope_global: Rope,
     rope_local: Rope,
     device: Device,
+    /// Whether our own attention kernel runs.
+    native: bool,
 }
 
 impl Gemma3 {
     /// Loads the weights `hp` describes from `gguf`, checking every tensor's
     /// shape.
-    pub(crate) fn load(gguf: &GgufFile, hp: HParams, device: &Device) -> Result<Self> {
+    pub(crate) fn load(l: &Loader, hp: HParams) -> Result<Self> {
+        let (gguf, device) = (l.gguf, l.device);
         let extra = Gemma3Params::from_gguf(gguf, &hp)?;
         let c = &hp;
         let q_dim = c.heads * c.head_dim;
         let k_dim = c.kv_heads * c.head_dim;
         let v_dim = c.kv_heads * c.value_dim;
         let o_dim = c.heads * c.value_dim;
-        let l = Loader { gguf, device };
         let embed = l.embedding(c)?;
         let mut blocks = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
@@ -206,6 +208,7 @@ impl Gemma3 {
             rope_global,
             rope_local,
             device: device.clone(),
+            native: l.native,
         })
     }
 
@@ -243,7 +246,7 @@ impl Gemma3 {
                     .contiguous()?;
             let (k_all, v_all) = cache.append(i, &k, &v)?;
             // The queries carry the attention scale already.
-            let attn = attention(&q, &k_all, &v_all, c.kv_heads, 1.0, window)?
+            let attn = attention(&q, &k_all, &v_all, c.kv_heads, 1.0, window, self.native)?
                 .transpose(0, 1)?
                 .reshape((seq, c.heads * c.value_dim))?;
             let attn = b.o.forward(&attn)?;

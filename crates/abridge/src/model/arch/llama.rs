@@ -50,12 +50,15 @@ pub(crate) struct Llama {
     output: Weight,
     rope: Rope,
     device: Device,
+    /// Whether our own attention kernel runs.
+    native: bool,
 }
 
 impl Llama {
     /// Loads the weights `hp` describes from `gguf`, checking every tensor's
     /// shape.
-    pub(crate) fn load(gguf: &crate::gguf::GgufFile, hp: HParams, device: &Device) -> Result<Self> {
+    pub(crate) fn load(l: &Loader, hp: HParams) -> Result<Self> {
+        let (gguf, device) = (l.gguf, l.device);
         let c = &hp;
         // Values share the keys' head size in these checkpoints; the cache is
         // sized by `value_dim`, so a different one must not get that far.
@@ -67,7 +70,6 @@ impl Llama {
         }
         let q_dim = c.heads * c.head_dim;
         let kv_dim = c.kv_heads * c.head_dim;
-        let l = Loader { gguf, device };
         let embed = l.embedding(c)?;
         let mut blocks = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
@@ -100,6 +102,7 @@ impl Llama {
             output,
             rope,
             device: device.clone(),
+            native: l.native,
         })
     }
 
@@ -125,7 +128,7 @@ impl Llama {
             let k = self.rope(heads_first(k, c.kv_heads)?, &cos, &sin)?;
             let v = heads_first(v, c.kv_heads)?;
             let (k_all, v_all) = cache.append(i, &k, &v)?;
-            let attn = attention(&q, &k_all, &v_all, c.kv_heads, scale, None)?
+            let attn = attention(&q, &k_all, &v_all, c.kv_heads, scale, None, self.native)?
                 .transpose(0, 1)?
                 .reshape((seq, c.heads * c.head_dim))?;
             x = (x + b.o.forward(&attn)?)?;

@@ -291,13 +291,18 @@ impl<F: Family> CausalLm for F {
 }
 
 /// Loads the network for the file's architecture.
-pub(crate) fn load(gguf: &GgufFile, device: &Device) -> Result<Box<dyn CausalLm>> {
+/// `native`: our own CPU kernels where they apply (see
+/// [`crate::Kernels`]), else candle's device-generic operations only.
+pub(crate) fn load(gguf: &GgufFile, device: &Device, native: bool) -> Result<Box<dyn CausalLm>> {
     let hp = HParams::from_gguf(gguf)?;
+    let l = Loader {
+        gguf,
+        device,
+        native,
+    };
     Ok(match hp.architecture {
-        Architecture::Llama | Architecture::Qwen2 => {
-            Box::new(llama::Llama::load(gguf, hp, device)?)
-        }
-        Architecture::Gemma3 => Box::new(gemma3::Gemma3::load(gguf, hp, device)?),
+        Architecture::Llama | Architecture::Qwen2 => Box::new(llama::Llama::load(&l, hp)?),
+        Architecture::Gemma3 => Box::new(gemma3::Gemma3::load(&l, hp)?),
     })
 }
 
@@ -310,10 +315,9 @@ pub(crate) enum Weight {
 }
 
 impl Weight {
-    pub(crate) fn new(q: QTensor, device: &Device) -> Result<Self> {
-        if device.is_cpu()
-            && let Some(kind) = LegacyType::from_ggml(q.dtype())
-        {
+    /// `native`: our own kernel when there is one for the block type.
+    pub(crate) fn new(q: QTensor, native: bool) -> Result<Self> {
+        if native && let Some(kind) = LegacyType::from_ggml(q.dtype()) {
             let (rows, cols) = q.shape().dims2()?;
             return Ok(Self::Legacy(LegacyMatrix::new(
                 kind,
@@ -355,6 +359,8 @@ impl Linear {
 pub(crate) struct Loader<'a> {
     pub gguf: &'a GgufFile,
     pub device: &'a Device,
+    /// Whether our own CPU kernels run (see [`crate::Kernels`]).
+    pub native: bool,
 }
 
 impl Loader<'_> {
@@ -370,7 +376,7 @@ impl Loader<'_> {
     pub fn weight(&self, name: &str, out: usize, inp: usize) -> Result<Weight> {
         Weight::new(
             self.gguf.tensor(name, Some(&[out, inp]), self.device)?,
-            self.device,
+            self.native,
         )
     }
 
