@@ -36,6 +36,17 @@ pub fn smollm2() -> PathBuf {
     model("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
+/// Options for a test model on `threads` threads, with the kernels
+/// `ABRIDGE_KERNELS` names (as the `abridge` binary reads it): the suite runs
+/// with ours by default, and with candle's generic ones, the arithmetic a
+/// GPU runs, when it is set to `generic`.
+pub fn options(threads: usize) -> abridge::ModelOptions {
+    let kernels = std::env::var("ABRIDGE_KERNELS").unwrap_or_else(|_| "native".into());
+    abridge::ModelOptions::new()
+        .threads(threads)
+        .kernels(abridge::Kernels::by_name(&kernels).expect("ABRIDGE_KERNELS"))
+}
+
 /// A GGUF with the synthetic Mistral-7B's metadata around `vocab` and one
 /// small tensor, written under `dir` in milliseconds: enough for a tokenizer.
 pub fn vocab_only_gguf(dir: &std::path::Path, vocab: &abridge::synth::Vocabulary) -> PathBuf {

@@ -12,12 +12,10 @@ use std::time::Instant;
 
 use abridge::bench::{self, BenchOptions};
 use abridge::gguf::GgufFile;
-use abridge::{
-    Cancel, ContextWindow, Error, Event, GenerateOptions, Model, ModelOptions, StopReason, generate,
-};
+use abridge::{Cancel, ContextWindow, Error, Event, GenerateOptions, Model, StopReason, generate};
 
 fn model() -> Model {
-    Model::load_with(abridge_tests::smollm2(), ModelOptions::new().threads(2)).unwrap()
+    Model::load_with(abridge_tests::smollm2(), abridge_tests::options(2)).unwrap()
 }
 
 #[test]
@@ -134,7 +132,7 @@ impl Rng {
 
 /// Loads `path` the way a user does and generates 4 tokens.
 fn load_and_generate(path: &Path) -> Result<String, Error> {
-    let model = Model::load_with(path, ModelOptions::new().threads(1))?;
+    let model = Model::load_with(path, abridge_tests::options(1))?;
     let mut cache = model.new_cache(ContextWindow::new(32).unwrap())?;
     let prompt = model.tokenizer().encode_prompt("The cat sat on")?;
     let options = GenerateOptions {

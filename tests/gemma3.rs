@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use abridge::{Model, ModelOptions};
+use abridge::Model;
 use abridge_tests::{golden, ids};
 use serde_json::Value;
 
@@ -17,11 +17,7 @@ const MODEL_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
 fn gemma() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
-        Model::load_with(
-            abridge_tests::model(MODEL_FILE),
-            ModelOptions::new().threads(2),
-        )
-        .unwrap()
+        Model::load_with(abridge_tests::model(MODEL_FILE), abridge_tests::options(2)).unwrap()
     })
 }
 

@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 
 use abridge::input::SavedRequest;
-use abridge::{ContextWindow, Event, Model, ModelOptions, Stage, Strategy, Summarizer};
+use abridge::{ContextWindow, Event, Model, Stage, Strategy, Summarizer};
 
 /// The seed article followed by six licence texts: over 30,000 tokens.
 fn long_document() -> String {
@@ -27,7 +27,7 @@ fn long_document() -> String {
 
 #[test]
 fn a_30000_token_document_is_summarized_by_map_reduce_in_a_2048_token_context() {
-    let model = Model::load_with(abridge_tests::smollm2(), ModelOptions::new().threads(2)).unwrap();
+    let model = Model::load_with(abridge_tests::smollm2(), abridge_tests::options(2)).unwrap();
     let doc = long_document();
     let total = model.tokenizer().encode(&doc).unwrap().len();
     assert!(total >= 30_000, "the document has only {total} tokens");
@@ -102,7 +102,7 @@ fn a_30000_token_document_is_summarized_by_map_reduce_in_a_2048_token_context() 
 
 #[test]
 fn single_strategy_refuses_a_text_that_does_not_fit() {
-    let model = Model::load_with(abridge_tests::smollm2(), ModelOptions::new().threads(2)).unwrap();
+    let model = Model::load_with(abridge_tests::smollm2(), abridge_tests::options(2)).unwrap();
     let summarizer = Summarizer::builder(model)
         .context(ContextWindow::new(1024).unwrap())
         .strategy(Strategy::Single)

@@ -2,7 +2,7 @@
 //! chat prompt, and greedy generation (fixtures in `tests/fixtures/golden`,
 //! produced by llama.cpp; `margins.*.json` by `scripts/reference/margins.py`).
 
-use abridge::{ContextWindow, Kernels, Model, ModelOptions};
+use abridge::{ContextWindow, Model};
 use abridge::{Message, Role};
 use abridge_tests::{golden, ids};
 use serde_json::Value;
@@ -32,11 +32,7 @@ impl Case {
     /// runs this file once with each, so the arithmetic a GPU runs is held
     /// to llama.cpp too.
     fn load(&self) -> Model {
-        let kernels = std::env::var("ABRIDGE_KERNELS").unwrap_or_else(|_| "native".into());
-        let options = ModelOptions::new()
-            .threads(2)
-            .kernels(Kernels::by_name(&kernels).unwrap());
-        Model::load_with(abridge_tests::model(self.file), options).unwrap()
+        Model::load_with(abridge_tests::model(self.file), abridge_tests::options(2)).unwrap()
     }
 
     fn golden(&self, kind: &str) -> Value {

@@ -3,9 +3,7 @@
 //! output from an empty cache, and the summarizer processes the prefix its
 //! documents share only once.
 
-use abridge::{
-    ContextWindow, GenerateOptions, Model, ModelOptions, SamplingOptions, Summarizer, TokenId,
-};
+use abridge::{ContextWindow, GenerateOptions, Model, SamplingOptions, Summarizer, TokenId};
 
 const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const QWEN: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
@@ -30,7 +28,7 @@ fn documents() -> Vec<String> {
 }
 
 fn model(file: &str) -> Model {
-    Model::load_with(abridge_tests::model(file), ModelOptions::new().threads(1)).unwrap()
+    Model::load_with(abridge_tests::model(file), abridge_tests::options(1)).unwrap()
 }
 
 fn greedy(tokens: usize) -> GenerateOptions {

@@ -6,18 +6,10 @@
 
 use std::sync::Arc;
 
-use abridge::{
-    ContextWindow, GenerateOptions, Model, ModelOptions, SamplingOptions, Summarizer, TokenId,
-};
+use abridge::{ContextWindow, GenerateOptions, Model, SamplingOptions, Summarizer, TokenId};
 
 fn smollm2(threads: usize) -> Arc<Model> {
-    Arc::new(
-        Model::load_with(
-            abridge_tests::smollm2(),
-            ModelOptions::new().threads(threads),
-        )
-        .unwrap(),
-    )
+    Arc::new(Model::load_with(abridge_tests::smollm2(), abridge_tests::options(threads)).unwrap())
 }
 
 fn greedy(tokens: usize) -> GenerateOptions {

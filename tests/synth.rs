@@ -5,7 +5,7 @@
 
 use abridge::gguf::{GgufFile, GgufWriter, Value};
 use abridge::synth::{self, MISTRAL_7B_INSTRUCT_V02, SynthOptions, Vocabulary};
-use abridge::{ContextWindow, Model, ModelOptions, Tokenizer};
+use abridge::{ContextWindow, Model, Tokenizer};
 use serde_json::Value as Json;
 
 fn mistral_tokenizer() -> std::path::PathBuf {
@@ -218,7 +218,7 @@ fn two_layer_checkpoint_matches_the_spec_loads_and_runs() {
     drop(gguf);
 
     // It loads, runs and tokenizes like llama.cpp.
-    let model = Model::load_with(&path, ModelOptions::new().threads(2)).unwrap();
+    let model = Model::load_with(&path, abridge_tests::options(2)).unwrap();
     check_tokenizer_parity(model.tokenizer());
     let prompt = model
         .template()
