@@ -10,7 +10,7 @@
 
 use abridge::input::SavedRequest;
 use abridge::quality;
-use abridge::{Length, Model, ModelOptions, Summarizer};
+use abridge::{Length, Model, Summarizer};
 
 /// The documents, by file name, as the summarizer reads them.
 fn documents() -> Vec<(String, String)> {
@@ -37,7 +37,7 @@ fn seed_article() -> (String, String) {
 }
 
 fn model(file: &str) -> Model {
-    Model::load_with(abridge_tests::model(file), ModelOptions::new().threads(1)).unwrap()
+    Model::load_with(abridge_tests::model(file), abridge_tests::options(1)).unwrap()
 }
 
 const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -120,7 +120,22 @@ fn smollm2_summaries_of_100_words_land_within_a_quarter() {
     assert_no_problems(problems(model(SMOLLM2), &documents(), Some(100)));
 }
 
+/// One document of each kind (text, HTML, PDF): Qwen is the slowest model
+/// of the suite, and length control is not what differs between the other
+/// three, which SmolLM2 covers.
 #[test]
 fn qwen_summaries_of_100_words_land_within_a_quarter() {
-    assert_no_problems(problems(model(QWEN), &documents(), Some(100)));
+    let docs: Vec<_> = documents()
+        .into_iter()
+        .filter(|(name, _)| {
+            [
+                "gzip.1.txt",
+                "sqlite-about.html",
+                "sqlite-copyright-release.pdf",
+            ]
+            .contains(&name.as_str())
+        })
+        .collect();
+    assert_eq!(docs.len(), 3);
+    assert_no_problems(problems(model(QWEN), &docs, Some(100)));
 }
