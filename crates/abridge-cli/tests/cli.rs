@@ -548,6 +548,10 @@ fn bench_measures_every_depth_in_every_repetition() {
     };
     let pp = runs(&v["pp"]);
     assert_eq!(pp.len(), 2, "{v}");
+    assert_eq!(
+        (v["device"].as_str(), v["kernels"].as_str()),
+        (Some("cpu"), Some("native"))
+    );
     let tg = v["tg"].as_array().unwrap();
     let depths: Vec<u64> = tg.iter().map(|t| t["depth"].as_u64().unwrap()).collect();
     assert_eq!(depths, [0, 40]);

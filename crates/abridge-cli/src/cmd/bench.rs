@@ -20,6 +20,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if args.json {
         let mut out = serde_json::to_value(&report)?;
         out["model"] = name.into();
+        out["device"] = abridge::device::name(model.device()).into();
+        out["kernels"] = model.kernels().name().into();
         out["threads"] = model.threads().into();
         out["load_seconds"] = model.info().load_time.as_secs_f64().into();
         out["pp_tokens"] = args.prompt_tokens.into();
@@ -27,12 +29,13 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         println!("{out}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("| model | threads | test | tokens/s (median) | min – max |");
-    println!("| --- | ---: | --- | ---: | ---: |");
+    println!("| model | device | threads | test | tokens/s (median) | min – max |");
+    println!("| --- | --- | ---: | --- | ---: | ---: |");
+    let device = abridge::device::name(model.device());
     let print = |test: String, t: &Throughput| {
         let (lo, hi) = t.range();
         println!(
-            "| {name} | {} | {test} | {:.1} | {lo:.1} – {hi:.1} |",
+            "| {name} | {device} | {} | {test} | {:.1} | {lo:.1} – {hi:.1} |",
             model.threads(),
             t.median()
         );
