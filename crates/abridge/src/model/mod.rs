@@ -302,7 +302,11 @@ impl Model {
             network,
             pool,
             device: options.device,
-            kernels: options.kernels,
+            kernels: if native {
+                Kernels::Native
+            } else {
+                Kernels::Generic
+            },
         })
     }
 
@@ -326,7 +330,8 @@ impl Model {
         &self.device
     }
 
-    /// The kernels the model was loaded with.
+    /// The kernels the forward pass runs: [`Kernels::Generic`] on a GPU,
+    /// whatever was asked for.
     pub fn kernels(&self) -> Kernels {
         self.kernels
     }
