@@ -36,15 +36,21 @@ pub fn smollm2() -> PathBuf {
     model("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
-/// Options for a test model on `threads` threads, with the kernels
-/// `ABRIDGE_KERNELS` names (as the `abridge` binary reads it): the suite runs
-/// with ours by default, and with candle's generic ones, the arithmetic a
-/// GPU runs, when it is set to `generic`.
+/// The kernels `ABRIDGE_KERNELS` names, as the `abridge` binary reads it:
+/// the suite runs with ours by default, and with candle's generic ones, the
+/// arithmetic a GPU runs, when it is set to `generic`.
+pub fn kernels() -> abridge::Kernels {
+    match std::env::var("ABRIDGE_KERNELS") {
+        Ok(name) if !name.is_empty() => abridge::Kernels::by_name(&name).expect("ABRIDGE_KERNELS"),
+        _ => abridge::Kernels::Native,
+    }
+}
+
+/// Options for a test model on `threads` threads, with [`kernels`].
 pub fn options(threads: usize) -> abridge::ModelOptions {
-    let kernels = std::env::var("ABRIDGE_KERNELS").unwrap_or_else(|_| "native".into());
     abridge::ModelOptions::new()
         .threads(threads)
-        .kernels(abridge::Kernels::by_name(&kernels).expect("ABRIDGE_KERNELS"))
+        .kernels(kernels())
 }
 
 /// A GGUF with the synthetic Mistral-7B's metadata around `vocab` and one

@@ -7,12 +7,6 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use predicates::prelude::*;
 
-/// The kernels the binary runs without `--kernels`: what `ABRIDGE_KERNELS`
-/// names (the suite can run on either), else ours.
-fn kernels_in_env() -> String {
-    std::env::var("ABRIDGE_KERNELS").unwrap_or_else(|_| "native".into())
-}
-
 fn abridge() -> Command {
     Command::cargo_bin("abridge").unwrap()
 }
@@ -557,7 +551,7 @@ fn bench_measures_every_depth_in_every_repetition() {
     assert_eq!(v["device"], "cpu", "{v}");
     assert_eq!(
         v["kernels"].as_str(),
-        Some(kernels_in_env().as_str()),
+        Some(abridge_tests::kernels().name()),
         "{v}"
     );
     let tg = v["tg"].as_array().unwrap();
