@@ -408,32 +408,32 @@ pub fn ends_complete(text: &str) -> bool {
     }
 }
 
-/// Bytes at the start of `text` made of sentences known to be complete while
-/// text is still arriving: every [`sentence`](sentences) but the last, since
-/// another has begun after it; a list item or heading also counts once its
-/// line has ended. A stream that releases only this prefix never shows half a
-/// sentence.
+/// Bytes at the start of `text` known to be complete while text is still
+/// arriving: up to the last [`sentence`](sentences) that another has begun
+/// after (or, for a list item or heading, whose line has ended) and that
+/// [`ends_complete`]. A stream that releases only this prefix never shows
+/// half a sentence, nor a line that announces what follows ("Key points:")
+/// without what follows.
 ///
 /// ```
 /// use abridge::quality::complete_prefix_len;
 /// let text = "First one. Second one is still";
 /// assert_eq!(&text[..complete_prefix_len(text)], "First one.");
 /// assert_eq!(complete_prefix_len("No end yet"), 0);
+/// let list = "Done. Key points:\n\n- the first";
+/// assert_eq!(&list[..complete_prefix_len(list)], "Done.");
 /// ```
 pub fn complete_prefix_len(text: &str) -> usize {
     let all = sentences(text);
     let end_of = |s: &str| s.as_ptr() as usize - text.as_ptr() as usize + s.len();
-    let mut done = match all.len() {
-        0 | 1 => 0,
-        n => end_of(all[n - 2]),
-    };
-    if let Some(last) = all.last() {
-        let end = end_of(last);
-        if text[end..].contains('\n') && ends_complete(last) {
-            done = end;
+    for (i, sentence) in all.iter().enumerate().rev() {
+        let end = end_of(sentence);
+        let followed = i + 1 < all.len() || text[end..].contains('\n');
+        if followed && ends_complete(&text[..end]) {
+            return end;
         }
     }
-    done
+    0
 }
 
 /// A sentence reduced to its lower-cased words joined by single spaces, so
@@ -469,9 +469,18 @@ pub fn repeated_ngram_share(text: &str, n: usize) -> f64 {
 /// assert_eq!(repeated_ngram_share_beyond(summary, source, 4), 0.0);
 /// ```
 pub fn repeated_ngram_share_beyond(text: &str, source: &str, n: usize) -> f64 {
+    match repeated_ngrams_beyond(text, source, n) {
+        (_, 0) => 0.0,
+        (repeated, total) => repeated as f64 / total as f64,
+    }
+}
+
+/// How many n-gram occurrences of `text` repeat one seen before (beyond
+/// what `source` repeats), and how many there are in all.
+pub(crate) fn repeated_ngrams_beyond(text: &str, source: &str, n: usize) -> (usize, usize) {
     let ws = lower_words(text);
     if n == 0 || ws.len() < n {
-        return 0.0;
+        return (0, 0);
     }
     let source_words = lower_words(source);
     let mut in_source: HashMap<&[String], usize> = HashMap::new();
@@ -487,7 +496,7 @@ pub fn repeated_ngram_share_beyond(text: &str, source: &str, n: usize) -> f64 {
             repeated += 1;
         }
     }
-    repeated as f64 / ws.windows(n).len() as f64
+    (repeated, ws.windows(n).len())
 }
 
 /// Sentences that occur more than once in `text`, each reported once, in

@@ -30,11 +30,23 @@ const MIN_DISTINCT_WORDS: usize = 12;
 /// Sentences shorter than this may repeat ("See below.").
 const MIN_SENTENCE_WORDS: usize = 4;
 
+/// Share of the output's runs of four words that may repeat an earlier run
+/// before a sentence that adds to them counts as a loop. A small model that
+/// paraphrases its last sentence ("guidelines on how to use and distribute"
+/// and then "guidelines on how to distribute and use") never repeats a
+/// sentence or eight words, but it recycles four-word runs; summaries that
+/// do not loop stay under one in fifty.
+const MAX_REPEATED_4GRAM_SHARE: f64 = 0.05;
+
+/// Repeated runs of four words that are always allowed, so that a short
+/// summary naming one thing twice is not cut.
+const ALLOWED_REPEATED_4GRAMS: usize = 2;
+
 /// How the decode loop shapes its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TextPolicy {
     /// Release text only in whole sentences, and drop an unfinished one when
-    /// generation has to stop early.
+    /// generation has to stop early or the model ends on one.
     pub whole_sentences: bool,
     /// Stop when the output starts repeating itself.
     pub loop_guard: bool,
@@ -85,6 +97,17 @@ impl Guard {
         quality::word_count(&self.released) + quality::word_count(&self.pending)
     }
 
+    /// Words the text would keep if the model ended its turn now: a
+    /// held-back fragment would be dropped (see [`Guard::finish`]).
+    pub(crate) fn words_if_ended(&self) -> usize {
+        let held = if !self.policy.whole_sentences || quality::ends_complete(&self.pending) {
+            quality::word_count(&self.pending)
+        } else {
+            0
+        };
+        quality::word_count(&self.released) + held
+    }
+
     /// Adds decoded text; returns what may be shown now, and a reason to stop
     /// when there is one.
     pub(crate) fn push(&mut self, text: &str) -> (String, Option<StopReason>) {
@@ -99,18 +122,11 @@ impl Guard {
         };
         let mut stop = None;
         let mut release = cut;
-        if self.policy.loop_guard {
-            for sentence in quality::sentences(&self.pending[..cut]) {
-                let key = quality::sentence_key(sentence);
-                if key.split(' ').count() < MIN_SENTENCE_WORDS {
-                    continue;
-                }
-                if !self.sentences.insert(key) {
-                    release = sentence.as_ptr() as usize - self.pending.as_ptr() as usize;
-                    stop = Some(StopReason::Repetition);
-                    break;
-                }
-            }
+        if self.policy.loop_guard
+            && let Some(at) = self.first_repeat(cut)
+        {
+            release = at;
+            stop = Some(StopReason::Repetition);
         }
         let out: String = self.pending.drain(..release).collect();
         self.released.push_str(&out);
@@ -146,6 +162,33 @@ impl Guard {
         repeats_a_run || distinct_recent_words(&words) < MIN_DISTINCT_WORDS
     }
 
+    /// Where, in the held-back text up to `upto`, the first sentence starts
+    /// that repeats an earlier one or makes the output recycle too many runs
+    /// of four words; the sentences before it are remembered as written.
+    fn first_repeat(&mut self, upto: usize) -> Option<usize> {
+        for sentence in quality::sentences(&self.pending[..upto]) {
+            let start = sentence.as_ptr() as usize - self.pending.as_ptr() as usize;
+            let key = quality::sentence_key(sentence);
+            let repeated =
+                key.split(' ').count() >= MIN_SENTENCE_WORDS && !self.sentences.insert(key);
+            let first = start == 0 && self.released.trim().is_empty();
+            if repeated || !first && self.recycles_phrases(&self.pending[..start + sentence.len()])
+            {
+                return Some(start);
+            }
+        }
+        None
+    }
+
+    /// Whether the output, if `more` of the held-back text were released,
+    /// would repeat too many runs of four words.
+    fn recycles_phrases(&self, more: &str) -> bool {
+        let text = format!("{}{more}", self.released);
+        let (repeated, total) = quality::repeated_ngrams_beyond(&text, "", 4);
+        repeated > ALLOWED_REPEATED_4GRAMS
+            && repeated as f64 >= MAX_REPEATED_4GRAM_SHARE * total as f64
+    }
+
     /// Whether the held-back text is a finished sentence: one that ends with
     /// its punctuation, or a list item or heading whose line has ended (the
     /// next token could still have extended it).
@@ -158,17 +201,22 @@ impl Guard {
                 || core.ends_with(['.', '!', '?', '\u{2026}', '\u{3002}']))
     }
 
-    /// Ends the text for `reason`: returns what is still to be shown, the
-    /// whole text, and whether an unfinished sentence was dropped.
-    pub(crate) fn finish(mut self, reason: StopReason) -> (String, String, bool) {
-        let keep_all = !self.policy.whole_sentences
-            || matches!(
-                reason,
-                StopReason::EndOfGeneration | StopReason::StopString | StopReason::Cancelled
-            );
+    /// Ends the text for `reason`: what is still to be shown, the whole text,
+    /// and whether anything held back was dropped.
+    pub(crate) fn finish(mut self, reason: StopReason) -> Ending {
+        let mut reason = reason;
+        let keep_all = !self.policy.whole_sentences || reason == StopReason::Cancelled;
         let finished_early = matches!(reason, StopReason::Length | StopReason::Repetition);
-        let tail = if keep_all || !finished_early && self.pending_is_complete() {
-            std::mem::take(&mut self.pending)
+        // The model ended its turn, so nothing can extend the held-back
+        // text: it stays if it is a complete sentence or all there is. A
+        // fragment after finished sentences ("let me know at my email
+        // address: [email]") is the model wandering off, and is dropped.
+        let ended = matches!(reason, StopReason::EndOfGeneration | StopReason::StopString);
+        let ended_well =
+            ended && (quality::ends_complete(&self.pending) || self.released.trim().is_empty());
+        let keep = ended_well || !finished_early && !ended && self.pending_is_complete();
+        let mut tail = if keep_all || keep {
+            self.pending.clone()
         } else if self.released.trim().is_empty() && !finished_early {
             // Not one sentence finished: whole words beat nothing.
             let words_end = self
@@ -180,10 +228,40 @@ impl Guard {
         } else {
             String::new()
         };
-        let trimmed = !self.pending.trim().is_empty() && tail.len() < self.pending.len();
+        // The last sentences never had another begin after them: they are
+        // checked for loops here.
+        if keep
+            && !keep_all
+            && self.policy.loop_guard
+            && let Some(at) = self.first_repeat(self.pending.len())
+        {
+            tail.truncate(at);
+            reason = StopReason::Repetition;
+        }
+        let trimmed = !self.pending[tail.len()..].trim().is_empty();
         self.released.push_str(&tail);
-        (tail, self.released, trimmed)
+        Ending {
+            tail,
+            text: self.released,
+            trimmed,
+            reason,
+        }
     }
+}
+
+/// How a generation's text ends.
+#[derive(Debug)]
+pub(crate) struct Ending {
+    /// Text not shown before, to show now.
+    pub(crate) tail: String,
+    /// The whole text.
+    pub(crate) text: String,
+    /// Whether held-back text was dropped: an unfinished sentence, or one
+    /// that repeats the text before it.
+    pub(crate) trimmed: bool,
+    /// Why generation ended: the reason [`Guard::finish`] was given, or
+    /// [`StopReason::Repetition`] when it dropped a sentence for repeating.
+    pub(crate) reason: StopReason,
 }
 
 /// How many different words the last [`RECENT_WORDS`] of `words` are; as
@@ -207,14 +285,18 @@ mod tests {
             let (out, stop) = g.push(p);
             shown.push_str(&out);
             if let Some(reason) = stop {
-                let (tail, text, _) = g.finish(reason);
-                shown.push_str(&tail);
-                return (shown, stop, text);
+                let end = g.finish(reason);
+                shown.push_str(&end.tail);
+                return (shown, Some(end.reason), end.text);
             }
         }
-        let (tail, text, _) = g.finish(StopReason::MaxTokens);
-        shown.push_str(&tail);
-        (shown, None, text)
+        let end = g.finish(StopReason::MaxTokens);
+        shown.push_str(&end.tail);
+        (
+            shown,
+            Some(end.reason).filter(|r| *r != StopReason::MaxTokens),
+            end.text,
+        )
     }
 
     const SENTENCES: TextPolicy = TextPolicy {
@@ -229,7 +311,12 @@ mod tests {
         let mut g = Guard::new(SENTENCES);
         assert_eq!(g.push("The model reads").0, "");
         assert_eq!(g.push(" the text. It").0, "The model reads the text.");
-        let (tail, text, trimmed) = g.finish(StopReason::MaxTokens);
+        let Ending {
+            tail,
+            text,
+            trimmed,
+            ..
+        } = g.finish(StopReason::MaxTokens);
         assert_eq!(tail, "");
         assert_eq!(text, "The model reads the text.");
         assert!(trimmed, "the unfinished sentence was dropped");
@@ -290,6 +377,43 @@ mod tests {
             "One two three four five. Six seven eight nine ten."
         );
         assert_eq!(min_words(100), 75);
+        let mut g = Guard::new(policy);
+        g.push("One two three four five. Six seven");
+        assert_eq!(g.words_if_ended(), 5, "the fragment would be dropped");
+        g.push(" eight.");
+        assert_eq!(g.words_if_ended(), 8);
+    }
+
+    #[test]
+    fn a_fragment_before_the_end_of_turn_is_dropped() {
+        let mut g = Guard::new(SENTENCES);
+        g.push("The licence lets anyone copy the package. If you would like ");
+        g.push("changes, write to my email address:\n\n[email] (https://example.com)");
+        let Ending {
+            tail,
+            text,
+            trimmed,
+            ..
+        } = g.finish(StopReason::EndOfGeneration);
+        assert_eq!(tail, "");
+        assert_eq!(text, "The licence lets anyone copy the package.");
+        assert!(trimmed);
+    }
+
+    #[test]
+    fn a_finished_sentence_or_list_item_at_the_end_of_turn_is_kept() {
+        for last in ["It ends here.", "- a final item", "```\ncode\n```"] {
+            let mut g = Guard::new(SENTENCES);
+            g.push("A first point.\n");
+            g.push(last);
+            let Ending { text, trimmed, .. } = g.finish(StopReason::EndOfGeneration);
+            assert_eq!(text, format!("A first point.\n{last}"));
+            assert!(!trimmed, "{last:?}");
+        }
+        let mut g = Guard::new(SENTENCES);
+        g.push("only a fragment with no end");
+        let Ending { text, .. } = g.finish(StopReason::StopString);
+        assert_eq!(text, "only a fragment with no end", "all there is stays");
     }
 
     #[test]
@@ -297,7 +421,7 @@ mod tests {
         let policy = TextPolicy::default();
         let mut g = Guard::new(policy);
         assert_eq!(g.push("half a sen").0, "half a sen");
-        let (_, text, trimmed) = g.finish(StopReason::MaxTokens);
+        let Ending { text, trimmed, .. } = g.finish(StopReason::MaxTokens);
         assert_eq!(text, "half a sen");
         assert!(!trimmed);
     }
@@ -306,7 +430,7 @@ mod tests {
     fn with_no_sentence_finished_whole_words_are_kept() {
         let mut g = Guard::new(SENTENCES);
         g.push("a very long opening clause with no end in sig");
-        let (_, text, trimmed) = g.finish(StopReason::MaxTokens);
+        let Ending { text, trimmed, .. } = g.finish(StopReason::MaxTokens);
         assert_eq!(text, "a very long opening clause with no end in");
         assert!(trimmed);
     }
@@ -315,7 +439,7 @@ mod tests {
     fn an_unfinished_list_item_is_dropped_at_the_token_limit() {
         let mut g = Guard::new(SENTENCES);
         g.push("1. **Reliability**: resilience.\n\n2. **Security**: identities.\n\n3. **Res");
-        let (_, text, trimmed) = g.finish(StopReason::MaxTokens);
+        let Ending { text, trimmed, .. } = g.finish(StopReason::MaxTokens);
         assert_eq!(
             text,
             "1. **Reliability**: resilience.\n\n2. **Security**: identities."
@@ -339,6 +463,54 @@ mod tests {
             text.trim(),
             "The article gives recommendations for workloads."
         );
+    }
+
+    #[test]
+    fn paraphrasing_earlier_sentences_is_a_loop() {
+        let (_, stop, text) = feed(
+            SENTENCES,
+            &[
+                "This document describes a licence that requires users to provide a \
+                 licence agreement that is available in all versions of the software. ",
+                "The document includes guidelines on how to use and distribute the \
+                 package, and requires users to provide a copy of the agreement. ",
+                "The document also includes guidelines on how to distribute and use \
+                 this software, and a licence agreement that is available to all.\n",
+            ],
+        );
+        assert_eq!(stop, Some(StopReason::Repetition));
+        assert!(
+            text.trim_end().ends_with("a copy of the agreement."),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_last_sentence_that_paraphrases_is_dropped_at_the_end_of_turn() {
+        let mut g = Guard::new(SENTENCES);
+        g.push("The licence requires users to provide a licence agreement for all versions. ");
+        g.push("It also requires users to provide a copy of the licence agreement for all ");
+        g.push("versions.");
+        let end = g.finish(StopReason::EndOfGeneration);
+        assert_eq!(end.reason, StopReason::Repetition);
+        assert!(end.trimmed);
+        assert_eq!(
+            end.text.trim(),
+            "The licence requires users to provide a licence agreement for all versions."
+        );
+    }
+
+    #[test]
+    fn a_phrase_used_twice_is_not_a_loop() {
+        let (_, stop, _) = feed(
+            SENTENCES,
+            &[
+                "The Well-Architected Framework has five pillars. ",
+                "Each of the five pillars gets its own section. ",
+                "The Well-Architected Framework has a section on cost.\n",
+            ],
+        );
+        assert_eq!(stop, None);
     }
 
     #[test]

@@ -326,9 +326,10 @@ pub fn generate_after_prefix(
         let mut values: Vec<f32> = logits.to_vec1()?;
         if let Some(target) = options.text.target_words
             && options.text.hold_end
-            && guard.words() < min_words(target)
+            && guard.words_if_ended() < min_words(target)
         {
-            // Too short for the length asked for: the model may not end yet.
+            // Too short for the length asked for (a fragment it would leave
+            // does not count): the model may not end yet.
             for &id in tokenizer.end_of_generation() {
                 if let Some(v) = values.get_mut(id as usize) {
                     *v = f32::NEG_INFINITY;
@@ -369,17 +370,17 @@ pub fn generate_after_prefix(
             let _ = on_event(Event::Text(&shown));
         }
     }
-    let (tail, text, trimmed) = guard.finish(reason);
-    if !tail.is_empty() {
-        let _ = on_event(Event::Text(&tail));
+    let end = guard.finish(reason);
+    if !end.tail.is_empty() {
+        let _ = on_event(Event::Text(&end.tail));
     }
     stats.generated_tokens = stream.ids.len();
     stats.generation_time = start.elapsed();
     Ok(Generation {
-        text,
+        text: end.text,
         tokens: stream.ids,
-        stop_reason: reason,
-        trimmed,
+        stop_reason: end.reason,
+        trimmed: end.trimmed,
         stats,
     })
 }

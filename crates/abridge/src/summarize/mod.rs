@@ -84,7 +84,7 @@ pub struct Summary {
     /// Why generation ended.
     pub stop_reason: StopReason,
     /// Whether an unfinished last sentence was dropped (the token limit came
-    /// first).
+    /// first, or the model ended its turn on a fragment).
     pub trimmed: bool,
     /// Counts and timings.
     #[serde(flatten)]
