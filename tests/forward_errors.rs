@@ -10,7 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::time::Instant;
 
-use abridge::bench::{self, BenchOptions};
+use abridge::bench::{self, Test};
 use abridge::gguf::GgufFile;
 use abridge::{Cancel, ContextWindow, Error, Event, GenerateOptions, Model, StopReason, generate};
 
@@ -74,11 +74,8 @@ fn a_context_beyond_the_trained_one_is_refused() {
 #[test]
 fn a_bench_without_repetitions_is_refused() {
     let model = model();
-    let options = BenchOptions {
-        repetitions: 0,
-        ..BenchOptions::default()
-    };
-    let err = bench::run(&model, &options).unwrap_err().to_string();
+    let tests = Test::matrix(&[16], &[4], &[0]);
+    let err = bench::run(&model, &tests, 0).unwrap_err().to_string();
     assert!(err.contains("repetition"), "{err}");
 }
 

@@ -43,11 +43,11 @@ impl Command {
     /// The `--threads` the command was given, if it runs a model.
     pub fn threads(&self) -> Option<usize> {
         match self {
-            Command::Summarize(a) => a.model.threads,
-            Command::Batch(a) => a.run.model.threads,
-            Command::Tokenize(a) => a.model.threads,
-            Command::Bench(a) => a.model.threads,
-            Command::Parity(a) => a.model.threads,
+            Command::Summarize(a) => a.threads,
+            Command::Batch(a) => a.run.threads,
+            Command::Tokenize(a) => a.threads,
+            Command::Bench(a) => a.threads.iter().max().copied(),
+            Command::Parity(a) => a.threads,
             Command::Eval(a) => a.threads,
             Command::Synth(_) | Command::Models(_) => None,
         }
@@ -74,9 +74,6 @@ pub struct ModelArgs {
     /// the catalogue's default, mistral:7b-instruct-v0.2-q4_K_M).
     #[arg(long, short)]
     pub model: Option<String>,
-    /// CPU threads (default: all cores).
-    #[arg(long, short)]
-    pub threads: Option<usize>,
     /// Where the model runs: auto (a CUDA or Metal GPU when this build
     /// supports one and the machine has it, else the CPU), cpu, cuda, cuda:N,
     /// metal (default: $ABRIDGE_DEVICE, else cpu).
@@ -107,6 +104,9 @@ pub struct SummarizeArgs {
     pub request: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
+    /// CPU threads (default: all cores).
+    #[arg(long, short)]
+    pub threads: Option<usize>,
     #[command(flatten)]
     pub summary: SummaryArgs,
     /// Download the model from Hugging Face first when it is not on this machine.
@@ -197,6 +197,9 @@ pub struct BatchRunArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
+    /// CPU threads (default: all cores).
+    #[arg(long, short)]
+    pub threads: Option<usize>,
     #[command(flatten)]
     pub summary: SummaryArgs,
     /// Records summarized at once, each with its own cache over the one shared
@@ -371,6 +374,9 @@ pub struct TokenizeArgs {
     pub file: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
+    /// CPU threads (default: all cores).
+    #[arg(long, short)]
+    pub threads: Option<usize>,
     /// Also print the token ids, one per line.
     #[arg(long)]
     pub ids: bool,
@@ -392,6 +398,9 @@ pub struct ParityArgs {
     /// The model, and the device and kernels under test.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// CPU threads (default: all cores).
+    #[arg(long, short)]
+    pub threads: Option<usize>,
     /// The device the reference runs on.
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub reference_device: String,
@@ -410,26 +419,52 @@ pub struct ParityArgs {
     pub json: bool,
 }
 
+/// llama-bench's options, with its letters: several values, comma-separated,
+/// give one row per combination.
 #[derive(Args)]
 pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Prompt tokens for the pp test (0: skip).
-    #[arg(long, short = 'p', default_value_t = 512)]
-    pub prompt_tokens: usize,
-    /// Generated tokens for the tg test (0: skip).
-    #[arg(long, short = 'n', default_value_t = 128)]
-    pub gen_tokens: usize,
-    /// Tokens already in the context before the tg test starts; several
-    /// (`--depth 64,6000`) give one tg test each, measured in turn.
-    #[arg(long, value_delimiter = ',', default_value = "0")]
+    /// Benchmark a synthetic checkpoint instead of a model file (e.g.
+    /// `mistral-7b-instruct-v0.2:q4_K_M`): real shapes and quantization,
+    /// random weights, written once into the model directory and reused.
+    #[arg(long, value_name = "MODEL:QUANT", conflicts_with = "model")]
+    pub synthetic: Option<String>,
+    /// CPU threads; several (`-t 1,2`) load the model once for each
+    /// (default: all cores).
+    #[arg(long, short, value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Prompt sizes, one pp test each (0: none).
+    #[arg(
+        long = "n-prompt",
+        short = 'p',
+        value_delimiter = ',',
+        default_value = "512"
+    )]
+    pub prompt: Vec<usize>,
+    /// Generation sizes, one tg test each (0: none).
+    #[arg(
+        long = "n-gen",
+        short = 'n',
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    pub generate: Vec<usize>,
+    /// Tokens already in the context before each test (`-d 0,4096`).
+    #[arg(
+        long = "n-depth",
+        short = 'd',
+        visible_alias = "depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
     pub depth: Vec<usize>,
     /// Repetitions of each test.
     #[arg(long, short = 'r', default_value_t = 3)]
     pub repetitions: usize,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    /// Output format: md, json, jsonl or csv (llama-bench's field names).
+    #[arg(long, short = 'o', default_value = "md", value_name = "FORMAT")]
+    pub output: String,
 }
 
 #[derive(Args)]

@@ -529,48 +529,141 @@ fn output_goes_to_the_file_only_when_the_run_succeeds() {
     assert_eq!(names_in(dir.path()), ["summary.txt"]);
 }
 
+fn bench(args: &[&str]) -> assert_cmd::assert::Assert {
+    abridge()
+        .args(["bench", "--model", &smollm2()])
+        .args(args)
+        .assert()
+}
+
+/// `-p`, `-n`, `-d` and `-t` each take several values, and every
+/// combination is a row with llama-bench's field names.
 #[test]
-fn bench_measures_every_depth_in_every_repetition() {
-    let v = abridge_tests::json_stdout(
-        abridge()
-            .args(["bench", "--model", &smollm2(), "-t", "2"])
-            .args([
-                "-p", "16", "-n", "4", "--depth", "0,40", "-r", "2", "--json",
-            ]),
+fn bench_gives_a_row_per_combination_in_llama_bench_fields() {
+    let out = bench(&[
+        "-t", "1,2", "-p", "16", "-n", "4", "-d", "0,40", "-r", "2", "-o", "jsonl",
+    ])
+    .success();
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let n = |row: &serde_json::Value, field: &str| row[field].as_u64().unwrap();
+    let combinations: Vec<[u64; 4]> = rows
+        .iter()
+        .map(|r| {
+            [
+                n(r, "n_threads"),
+                n(r, "n_prompt"),
+                n(r, "n_gen"),
+                n(r, "n_depth"),
+            ]
+        })
+        .collect();
+    assert_eq!(
+        combinations,
+        [
+            [1, 16, 0, 0],
+            [1, 0, 4, 0],
+            [1, 16, 0, 40],
+            [1, 0, 4, 40],
+            [2, 16, 0, 0],
+            [2, 0, 4, 0],
+            [2, 16, 0, 40],
+            [2, 0, 4, 40],
+        ],
+        "{stdout}"
     );
-    let runs = |x: &serde_json::Value| -> Vec<f64> {
-        x["runs"]
+    for row in &rows {
+        assert!(
+            row["model_filename"]
+                .as_str()
+                .unwrap()
+                .ends_with("SmolLM2-135M-Instruct.Q4_1.gguf"),
+            "{row}"
+        );
+        assert_eq!(row["model_type"], "llama 135M Q4_1", "{row}");
+        assert!(
+            (100_000_000..200_000_000).contains(&n(row, "model_n_params")),
+            "{row}"
+        );
+        assert!(n(row, "model_size") > 50_000_000, "{row}");
+        assert_eq!(row["device"], "cpu", "{row}");
+        assert_eq!(
+            row["kernels"].as_str(),
+            Some(abridge_tests::kernels().name()),
+            "{row}"
+        );
+        assert!(n(row, "peak_rss_bytes") > 0, "{row}");
+        let samples: Vec<f64> = row["samples_ts"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| r.as_f64().unwrap())
-            .collect()
-    };
-    let pp = runs(&v["pp"]);
-    assert_eq!(pp.len(), 2, "{v}");
-    assert_eq!(v["device"], "cpu", "{v}");
-    assert_eq!(
-        v["kernels"].as_str(),
-        Some(abridge_tests::kernels().name()),
-        "{v}"
-    );
-    let tg = v["tg"].as_array().unwrap();
-    let depths: Vec<u64> = tg.iter().map(|t| t["depth"].as_u64().unwrap()).collect();
-    assert_eq!(depths, [0, 40]);
-    for t in tg {
-        let r = runs(t);
-        assert_eq!(r.len(), 2, "{t}");
-        assert!(r.iter().all(|x| x.is_finite() && *x > 0.0), "{t}");
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(samples.len(), 2, "{row}");
+        assert!(samples.iter().all(|x| x.is_finite() && *x > 0.0), "{row}");
+        let avg = row["avg_ts"].as_f64().unwrap();
+        let (lo, hi) = (samples[0].min(samples[1]), samples[0].max(samples[1]));
+        assert!(lo <= avg && avg <= hi, "the mean of its samples: {row}");
+        assert_eq!(row["samples_ns"].as_array().unwrap().len(), 2, "{row}");
     }
 }
 
 #[test]
-fn bench_without_anything_to_measure_is_a_usage_error() {
-    abridge()
-        .args(["bench", "--model", &smollm2(), "-p", "0", "-n", "0"])
-        .assert()
+fn bench_writes_csv_and_markdown_like_llama_bench() {
+    let csv = bench(&["-p", "8", "-n", "0", "-r", "1", "-o", "csv"]).success();
+    let csv = String::from_utf8(csv.get_output().stdout.clone()).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and one row: {csv}");
+    let header: Vec<&str> = lines[0].split(',').collect();
+    for field in [
+        "model_filename",
+        "model_type",
+        "model_size",
+        "model_n_params",
+        "n_threads",
+        "n_prompt",
+        "n_gen",
+        "n_depth",
+        "avg_ts",
+        "stddev_ts",
+        "samples_ts",
+        "load_ms",
+        "peak_rss_bytes",
+    ] {
+        assert!(header.contains(&field), "{field} in {}", lines[0]);
+    }
+    let n_prompt = header.iter().position(|f| *f == "n_prompt").unwrap();
+    // Quoted cells hold no commas here (a path, names and numbers).
+    assert_eq!(lines[1].split(',').nth(n_prompt), Some("8"), "{csv}");
+
+    bench(&["-p", "8", "-n", "0", "-r", "1"])
+        .success()
+        .stdout(predicate::str::contains("| t/s |").and(predicate::str::contains("| pp8 |")));
+}
+
+#[test]
+fn bench_refusals_name_what_is_wrong() {
+    bench(&["-p", "0", "-n", "0"])
         .failure()
         .stderr(predicate::str::contains("nothing to measure"));
+    bench(&["-p", "8", "-o", "sql"])
+        .failure()
+        .stderr(predicate::str::contains("unknown output format `sql`"));
+    abridge()
+        .args(["bench", "--synthetic", "mistral-7b"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("MODEL:QUANT"));
+    abridge()
+        .args(["bench", "--synthetic", "gpt-2:q4_0"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "no synthetic checkpoint for model `gpt-2`",
+        ));
 }
 
 /// A file that is not there is named in the error, before any model loads.

@@ -49,7 +49,7 @@ fn summarize_all(args: BatchRunArgs) -> Result<ExitCode> {
     if args.pull {
         pull_missing(&args.model, None, args.quiet)?;
     }
-    let (name, model) = load_model(&args.model, None)?;
+    let (name, model) = load_model(&args.model, args.threads, None)?;
     let cancel = Cancel::new();
     let summarizer = summarizer(&args.summary, None, Arc::new(model), cancel.clone())?;
     let batch = Batch::new(summarizer)

@@ -28,11 +28,15 @@ pub const INTERRUPTED: u8 = 130;
 
 /// The model a command uses (`--model`, else `requested`, else the library's
 /// default) and the model itself.
-pub fn load_model(args: &ModelArgs, requested: Option<&str>) -> Result<(String, Model)> {
+pub fn load_model(
+    args: &ModelArgs,
+    threads: Option<usize>,
+    requested: Option<&str>,
+) -> Result<(String, Model)> {
     let catalogue = Catalogue::load(args.models_file.as_deref())?;
     let name = registry::model_name(args.model.as_deref().or(requested), &catalogue);
     let mut options = ModelOptions::new();
-    if let Some(t) = args.threads {
+    if let Some(t) = threads {
         if t == 0 {
             bail!("--threads must be at least 1");
         }

@@ -19,8 +19,8 @@ pub fn run(args: ParityArgs) -> Result<ExitCode> {
     let mut reference_args = args.model.clone();
     reference_args.device = Some(args.reference_device.clone());
     reference_args.kernels = Some(args.reference_kernels.clone());
-    let (name, reference) = load_model(&reference_args, None)?;
-    let (_, other) = load_model(&args.model, Some(&name))?;
+    let (name, reference) = load_model(&reference_args, args.threads, None)?;
+    let (_, other) = load_model(&args.model, args.threads, Some(&name))?;
     let reference = Arc::new(reference);
     let prompt = Summarizer::builder(reference.clone())
         .build()?

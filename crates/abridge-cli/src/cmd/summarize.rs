@@ -32,7 +32,7 @@ pub fn run(args: SummarizeArgs) -> Result<ExitCode> {
     if args.pull {
         pull_missing(&args.model, requested, args.quiet)?;
     }
-    let (name, model) = load_model(&args.model, requested)?;
+    let (name, model) = load_model(&args.model, args.threads, requested)?;
     let model = Arc::new(model);
     let cancel = Cancel::new();
     let summarizer = summarizer(

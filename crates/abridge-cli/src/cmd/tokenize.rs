@@ -11,7 +11,7 @@ use crate::args::TokenizeArgs;
 
 pub fn run(args: TokenizeArgs) -> Result<ExitCode> {
     let text = read_document(args.file.as_deref())?;
-    let (_, model) = load_model(&args.model, None)?;
+    let (_, model) = load_model(&args.model, args.threads, None)?;
     let ids = if args.prompt {
         Summarizer::builder(model).build()?.prompt_tokens(&text)?
     } else {

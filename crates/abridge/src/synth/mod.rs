@@ -381,6 +381,35 @@ pub fn write_named(
     write_mistral_7b(path, options, progress)
 }
 
+/// The synthetic checkpoint named `model:quant` (e.g.
+/// `mistral-7b-instruct-v0.2:q4_K_M`) in abridge's model directory, written
+/// there on first use (all layers, seed 0, Mistral's vocabulary when
+/// [`default_mistral_tokenizer`] finds it) and reused afterwards: `progress`
+/// is called only while writing. Returns the file's path.
+pub fn cached(spec: &str, progress: impl FnMut(u64, u64)) -> Result<PathBuf> {
+    let Some((model, quant)) = spec.split_once(':') else {
+        return Err(Error::InvalidOption(format!(
+            "a synthetic checkpoint is named MODEL:QUANT (e.g. mistral-7b-instruct-v0.2:q4_K_M), not `{spec}`"
+        )));
+    };
+    let dir = crate::registry::models_dir();
+    let path = dir.join(format!("synthetic-{model}-{quant}.gguf").to_lowercase());
+    // Written under a temporary name and renamed when complete, so a file
+    // that is there is whole; its header is read to be sure it is a model.
+    if path.is_file() && crate::gguf::GgufFile::open(&path).is_ok() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    let options = SynthOptions {
+        tokenizer: default_mistral_tokenizer(),
+        ..SynthOptions::default()
+    };
+    Ok(write_named(model, quant, &path, &options, progress)?.path)
+}
+
 /// Writes a synthetic Mistral-7B-Instruct-v0.2 Q4_K_M to `path` (about 4.1 GiB
 /// with all 32 layers), calling `progress(done_bytes, total_bytes)` as it goes.
 ///
