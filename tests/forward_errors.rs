@@ -72,11 +72,20 @@ fn a_context_beyond_the_trained_one_is_refused() {
 }
 
 #[test]
-fn a_bench_without_repetitions_is_refused() {
+fn a_bench_without_repetitions_or_with_an_unclear_test_is_refused() {
     let model = model();
     let tests = Test::matrix(&[16], &[4], &[0]);
     let err = bench::run(&model, &tests, 0).unwrap_err().to_string();
     assert!(err.contains("repetition"), "{err}");
+    let err = bench::run(&model, &[], 1).unwrap_err().to_string();
+    assert!(err.contains("nothing to measure"), "{err}");
+    let both = Test {
+        prompt: 16,
+        generated: 4,
+        depth: 0,
+    };
+    let err = bench::run(&model, &[both], 1).unwrap_err().to_string();
+    assert!(err.contains("not both or neither"), "{err}");
 }
 
 #[test]

@@ -34,8 +34,8 @@ const MIN_SENTENCE_WORDS: usize = 4;
 /// before a sentence that adds to them counts as a loop. A small model that
 /// paraphrases its last sentence ("guidelines on how to use and distribute"
 /// and then "guidelines on how to distribute and use") never repeats a
-/// sentence or eight words, but it recycles four-word runs; summaries that
-/// do not loop stay under one in fifty.
+/// sentence or eight words, but it recycles four-word runs; the summaries of
+/// `tests/summaries.rs` that do not loop stay at or below 3.3%.
 const MAX_REPEATED_4GRAM_SHARE: f64 = 0.05;
 
 /// Repeated runs of four words that are always allowed, so that a short
