@@ -37,6 +37,9 @@ pub enum Command {
     Synth(SynthArgs),
     /// List, inspect, download and remove models.
     Models(ModelsArgs),
+    /// Serve Ollama's HTTP API (and OpenAI's chat completions) on
+    /// 127.0.0.1:11434, so Ollama clients summarize through abridge.
+    Serve(ServeArgs),
 }
 
 impl Command {
@@ -49,6 +52,7 @@ impl Command {
             Command::Bench(a) => a.threads.iter().max().copied(),
             Command::Parity(a) => a.threads,
             Command::Eval(a) => a.threads,
+            Command::Serve(a) => a.threads,
             Command::Synth(_) | Command::Models(_) => None,
         }
     }
@@ -63,6 +67,7 @@ impl Command {
             Command::Parity(a) => a.model.models_file.as_deref(),
             Command::Eval(a) => a.models_file.as_deref(),
             Command::Models(a) => a.models_file.as_deref(),
+            Command::Serve(a) => a.models_file.as_deref(),
             Command::Synth(_) => None,
         }
     }
@@ -366,6 +371,54 @@ impl From<StrategyArg> for Strategy {
             StrategyArg::MapReduce => Strategy::MapReduce,
         }
     }
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on, as Ollama's OLLAMA_HOST is written (`0.0.0.0`,
+    /// `:8080`, `http://127.0.0.1:11434`) (default: $ABRIDGE_HOST, else
+    /// $OLLAMA_HOST, else 127.0.0.1:11434).
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Option<String>,
+    /// Generations that run at once (default: one per two cores).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+    /// Requests that may wait for a slot; beyond them the server answers 503
+    /// (default: 16 per slot).
+    #[arg(long, value_name = "N")]
+    pub queue: Option<usize>,
+    /// Largest request body accepted, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub max_body_mib: usize,
+    /// How long a model stays loaded after its last request: `5m`, `1h`,
+    /// `0`, or `-1` for ever (default: $OLLAMA_KEEP_ALIVE, else 5m).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_alive: Option<String>,
+    /// Accept file paths as model names (by default only names the
+    /// registry resolves).
+    #[arg(long)]
+    pub allow_paths: bool,
+    /// Browser origins allowed besides local pages, comma-separated, `*` as
+    /// a wildcard (`chrome-extension://*`) (default: $OLLAMA_ORIGINS).
+    #[arg(long, value_name = "LIST")]
+    pub origins: Option<String>,
+    /// Require `Authorization: Bearer KEY` on API requests (default:
+    /// $ABRIDGE_API_KEY).
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// CPU threads each loaded model computes on (default: all cores).
+    #[arg(long, short)]
+    pub threads: Option<usize>,
+    /// Where models run: auto, cpu, cuda, cuda:N, metal (default:
+    /// $ABRIDGE_DEVICE, else cpu).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+    /// native or generic kernels (default: $ABRIDGE_KERNELS, else native).
+    #[arg(long, value_name = "KERNELS")]
+    pub kernels: Option<String>,
+    /// A catalogue file that extends the shipped models.toml.
+    #[arg(long, value_name = "PATH")]
+    pub models_file: Option<PathBuf>,
 }
 
 #[derive(Args)]

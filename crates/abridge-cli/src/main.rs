@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => cmd::eval::run(args),
         Command::Synth(args) => cmd::synth::run(args),
         Command::Models(args) => cmd::models::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     result.unwrap_or_else(|e| {
         output::print_error(&e, models_file.as_deref());

@@ -19,9 +19,9 @@ fn long_flags(help: &str) -> Vec<String> {
 }
 
 #[test]
-fn every_summarize_batch_and_eval_option_is_in_the_readme() {
+fn every_summarize_batch_eval_and_serve_option_is_in_the_readme() {
     let readme = std::fs::read_to_string(abridge_tests::root().join("README.md")).unwrap();
-    for command in ["summarize", "batch", "eval"] {
+    for command in ["summarize", "batch", "eval", "serve"] {
         let out = Command::cargo_bin("abridge")
             .unwrap()
             .args([command, "--help"])

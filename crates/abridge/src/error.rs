@@ -30,6 +30,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A server could not listen on its address.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+
     /// The model file is not a GGUF file, or its structure is damaged.
     #[error("{path} is not a usable GGUF model: {reason}")]
     InvalidGguf {

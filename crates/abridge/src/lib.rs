@@ -43,7 +43,8 @@
 //! - [`parity`]: whether two forward passes of one model (another device,
 //!   or the generic [`Kernels`]) agree, step by step;
 //! - [`bench`]: prompt and generation throughput, as llama-bench measures it;
-//! - [`synth`]: a synthetic Mistral-7B for benchmarks without the download.
+//! - [`synth`]: a synthetic Mistral-7B for benchmarks without the download;
+//! - `server` (cargo feature `server`): Ollama's HTTP API over these models.
 //!
 //! # Example
 //!
@@ -84,6 +85,8 @@ pub mod parity;
 pub mod quality;
 pub mod registry;
 mod rng;
+#[cfg(feature = "server")]
+pub mod server;
 mod summarize;
 pub mod synth;
 pub mod tokenizer;

@@ -19,6 +19,7 @@ pub mod bench;
 pub mod eval;
 pub mod models;
 pub mod parity;
+pub mod serve;
 pub mod summarize;
 pub mod synth;
 pub mod tokenize;
@@ -35,6 +36,14 @@ pub fn load_model(
 ) -> Result<(String, Model)> {
     let catalogue = Catalogue::load(args.models_file.as_deref())?;
     let name = registry::model_name(args.model.as_deref().or(requested), &catalogue);
+    let options = model_options(args, threads)?;
+    let model = registry::load(&name, &catalogue, options)?;
+    Ok((name, model))
+}
+
+/// How models are loaded: `--threads`, and `--device` and `--kernels` or
+/// their environment variables.
+pub fn model_options(args: &ModelArgs, threads: Option<usize>) -> Result<ModelOptions> {
     let mut options = ModelOptions::new();
     if let Some(t) = threads {
         if t == 0 {
@@ -50,8 +59,7 @@ pub fn load_model(
     if let Some((kernels, source)) = flag_or_env(&args.kernels, "--kernels", "ABRIDGE_KERNELS") {
         options = options.kernels(Kernels::by_name(&kernels).context(source)?);
     }
-    let model = registry::load(&name, &catalogue, options)?;
-    Ok((name, model))
+    Ok(options)
 }
 
 /// A setting from its flag, else from a non-empty environment variable, with
