@@ -137,9 +137,22 @@ fn read_body(
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
     if !chunked {
-        let mut body = String::new();
-        reader.read_to_string(&mut body).unwrap();
-        on_piece(&body);
+        let length = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok());
+        let mut body = Vec::new();
+        // A server may keep the connection open after the body it sized.
+        match length {
+            Some(n) => {
+                body.resize(n, 0);
+                reader.read_exact(&mut body).unwrap();
+            }
+            None => {
+                reader.read_to_end(&mut body).unwrap();
+            }
+        }
+        on_piece(&String::from_utf8_lossy(&body));
         return;
     }
     let mut line = String::new();
@@ -261,7 +274,7 @@ fn ollama_chat_and_generate_stream_and_answer_whole() {
         server
             .log_lines()
             .iter()
-            .any(|l| l.starts_with("POST /api/chat model="))
+            .any(|l| l.starts_with("POST /api/chat 200 ") && l.contains("model=smollm2"))
     );
 }
 
@@ -584,4 +597,190 @@ fn official_ollama_and_openai_python_clients_work_unmodified() {
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stdout.contains("all client checks passed"), "{stdout}");
+}
+
+/// A WebDriver command to ChromeDriver; its `value`.
+fn webdriver(driver: SocketAddr, method: &str, path: &str, body: &Value) -> Value {
+    let payload = if method == "POST" {
+        body.to_string().into_bytes()
+    } else {
+        Vec::new()
+    };
+    let (status, text) = request(driver, method, path, &payload);
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(status, 200, "{method} {path}: {v}");
+    v["value"].clone()
+}
+
+/// ChromeDriver on a free loopback port, stopped when dropped.
+struct Driver(Child, SocketAddr);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_chromedriver() -> Driver {
+    for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        assert!(
+            std::path::Path::new(tool).exists(),
+            "{tool} is missing: run scripts/browser-deps (scripts/test does) to install Debian's chromium and chromium-driver"
+        );
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("/usr/bin/chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Driver(child, addr)
+}
+
+#[test]
+fn the_page_streams_a_summary_in_a_real_browser() {
+    let server = Served::start(&[]);
+    let driver = start_chromedriver();
+    let profile = tempfile::tempdir().unwrap();
+    // Chromium's background connections are refused on a closed network:
+    // they are turned off, as is the sandbox (tests run as root).
+    let session = webdriver(
+        driver.1,
+        "POST",
+        "/session",
+        &json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking", "--window-size=1000,1600",
+                     "--disable-component-update", "--disable-sync",
+                     format!("--user-data-dir={}", profile.path().display())],
+        }}}}),
+    );
+    let id = session["sessionId"].as_str().unwrap().to_owned();
+    let at = |rest: &str| format!("/session/{id}{rest}");
+    let script = |code: &str, args: Value| {
+        webdriver(
+            driver.1,
+            "POST",
+            &at("/execute/sync"),
+            &json!({"script": code, "args": args}),
+        )
+    };
+    webdriver(
+        driver.1,
+        "POST",
+        &at("/url"),
+        &json!({"url": server.url() + "/"}),
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while script(
+        "return document.querySelectorAll('#model option').length",
+        json!([]),
+    ) == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the page never listed the models"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The article goes in as a paste does: the text area's value, then an
+    // input event.
+    script(
+        "const t = document.getElementById('text'); t.value = arguments[0]; \
+         t.dispatchEvent(new Event('input')); \
+         const m = document.getElementById('model'); \
+         for (const o of m.options) { if (o.value.startsWith('smollm2')) m.value = o.value; } \
+         document.getElementById('length').value = 'short';",
+        json!([abridge_tests::seed_article()]),
+    );
+    let button = webdriver(
+        driver.1,
+        "POST",
+        &at("/element"),
+        &json!({"using": "css selector", "value": "#go"}),
+    );
+    let element = button
+        .as_object()
+        .and_then(|o| o.values().next())
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    webdriver(
+        driver.1,
+        "POST",
+        &at(&format!("/element/{element}/click")),
+        &json!({}),
+    );
+
+    // Text must appear while the summary is still running (streamed), and
+    // the page then reports the speed.
+    let state = || {
+        script(
+            "return [document.getElementById('summary').textContent, \
+             document.getElementById('go').disabled, \
+             document.getElementById('status').textContent]",
+            json!([]),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut streamed = false;
+    let (summary, status) = loop {
+        let s = state();
+        let (text, running, status) = (
+            s[0].as_str().unwrap().to_owned(),
+            s[1].as_bool().unwrap(),
+            s[2].as_str().unwrap().to_owned(),
+        );
+        streamed |= running && !text.is_empty();
+        if !running && !text.is_empty() {
+            break (text, status);
+        }
+        assert!(
+            !status.contains("rror"),
+            "the page shows an error: {status}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no summary after 10 minutes: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(streamed, "the summary appeared only at the end");
+    assert!(summary.split_whitespace().count() >= 10, "{summary}");
+    assert!(status.contains("tokens/s"), "{status}");
+
+    let png = webdriver(driver.1, "GET", &at("/screenshot"), &json!({}));
+    let dir = abridge_tests::root().join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("serve-page.png");
+    let mut decode = Command::new("base64")
+        .args(["--decode"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    decode
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(png.as_str().unwrap().as_bytes())
+        .unwrap();
+    let out = decode.wait_with_output().unwrap();
+    assert!(out.stdout.starts_with(b"\x89PNG"), "a PNG screenshot");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let _ = request(driver.1, "DELETE", &at(""), &[]);
 }

@@ -261,6 +261,24 @@ fn done_fields(mut line: Value, finished: Option<&Finished>) -> Value {
     line
 }
 
+/// Ollama's reply: streamed lines, or one object with the whole (checked)
+/// text.
+async fn respond(
+    pieces: Pieces,
+    format: ReplyFormat,
+    stream: bool,
+    line: impl Fn(&str, Option<&Finished>) -> Value + Send + 'static,
+) -> Result<Response, ApiError> {
+    if stream {
+        return Ok(ollama_stream(pieces, format, line));
+    }
+    let (text, finished) = collect(pieces).await?;
+    let text = format
+        .check(&text)
+        .map_err(|why| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, why))?;
+    Ok(Json(line(&text, Some(&finished))).into_response())
+}
+
 /// `POST /api/chat`.
 pub(crate) async fn chat(
     State(state): Shared,
@@ -294,14 +312,7 @@ pub(crate) async fn chat(
             finished,
         )
     };
-    if req.stream.unwrap_or(true) {
-        return Ok(ollama_stream(pieces, format, line));
-    }
-    let (text, finished) = collect(pieces).await?;
-    let text = format
-        .check(&text)
-        .map_err(|why| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, why))?;
-    Ok(Json(line(&text, Some(&finished))).into_response())
+    respond(pieces, format, req.stream.unwrap_or(true), line).await
 }
 
 /// `POST /api/generate`. With no prompt it only loads the model (or, with
@@ -363,14 +374,7 @@ pub(crate) async fn generate(
             finished,
         )
     };
-    if req.stream.unwrap_or(true) {
-        return Ok(ollama_stream(pieces, format, line));
-    }
-    let (text, finished) = collect(pieces).await?;
-    let text = format
-        .check(&text)
-        .map_err(|why| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, why))?;
-    Ok(Json(line(&text, Some(&finished))).into_response())
+    respond(pieces, format, req.stream.unwrap_or(true), line).await
 }
 
 /// `POST /v1/chat/completions`, OpenAI's chat API (streamed as server-sent
@@ -612,12 +616,12 @@ pub(crate) async fn summarize(
                     total: arrived.elapsed(),
                 };
                 log(format!(
-                    "POST /api/summarize model={} tokens_in={} tokens_out={} parts={} {:.2}s",
+                    "POST /api/summarize 200 {:.3}s model={} tokens_in={} tokens_out={} parts={}",
+                    finished.total.as_secs_f64(),
                     finished.model,
                     finished.stats.prompt_tokens,
                     finished.stats.generated_tokens,
                     summary.stats.parts,
-                    finished.total.as_secs_f64()
                 ));
                 let mut fields = finished.ollama_fields();
                 fields.insert("response".into(), "".into());
@@ -633,9 +637,10 @@ pub(crate) async fn summarize(
             Err(e) => {
                 let e = ApiError::from(e);
                 log(format!(
-                    "POST /api/summarize model={} failed ({}): {}",
-                    lease.name,
+                    "POST /api/summarize {} {:.3}s model={} error: {}",
                     e.status.as_u16(),
+                    arrived.elapsed().as_secs_f64(),
+                    lease.name,
                     e.message
                 ));
                 ndjson(&e.body())

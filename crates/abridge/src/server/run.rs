@@ -250,8 +250,9 @@ pub(crate) fn start(
                     total: job.arrived.elapsed(),
                 };
                 log(format!(
-                    "{} model={} tokens_in={} tokens_out={} stop={} {:.2}s",
+                    "{} 200 {:.3}s model={} tokens_in={} tokens_out={} stop={}",
                     job.route,
+                    finished.total.as_secs_f64(),
                     finished.model,
                     finished.stats.prompt_tokens,
                     finished.stats.generated_tokens,
@@ -259,17 +260,17 @@ pub(crate) fn start(
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_owned))
                         .unwrap_or_default(),
-                    finished.total.as_secs_f64()
                 ));
                 Piece::Done(Box::new(finished))
             }
             Err(e) => {
                 let e = ApiError::from(e);
                 log(format!(
-                    "{} model={} failed ({}): {}",
+                    "{} {} {:.3}s model={} error: {}",
                     job.route,
-                    job.lease.name,
                     e.status.as_u16(),
+                    job.arrived.elapsed().as_secs_f64(),
+                    job.lease.name,
                     e.message
                 ));
                 Piece::Failed(e)
