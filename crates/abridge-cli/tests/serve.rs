@@ -400,11 +400,48 @@ fn a_client_that_disconnects_frees_its_slot() {
     }
     let (status, next) = post(server.addr, "/api/chat", &chat(QUESTIONS[3], false, 16));
     assert_eq!(status, 200, "{next}");
+
     let lines = server.log_lines();
     assert!(
         lines.iter().any(|l| l.contains("stop=cancelled")),
         "the first generation was cancelled: {lines:?}"
     );
+
+    // A JSON reply is held back until it is checked, so nothing is written
+    // while it runs: leaving must still cancel it.
+    let mut body = chat(
+        "Describe a dragon as a JSON object with many fields.",
+        true,
+        2000,
+    );
+    body["format"] = json!("json");
+    let mut reader = BufReader::new(connect(
+        server.addr,
+        "POST",
+        "/api/chat",
+        body.to_string().as_bytes(),
+    ));
+    assert_eq!(read_head(&mut reader).0, 200);
+    assert_eq!(server.gauge("abridge_requests_running"), 1.0);
+    drop(reader);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.gauge("abridge_requests_running") > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "a held-back JSON reply kept its slot after the client left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("stop=cancelled")) {
+        assert!(
+            Instant::now() < deadline,
+            "the JSON request was not cancelled: {lines:?}"
+        );
+        lines.extend(server.log_lines());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -495,7 +532,7 @@ fn browser_origins_and_the_api_key_are_checked() {
         let mut stream = TcpStream::connect(server.addr).unwrap();
         write!(
             stream,
-            "GET /api/tags HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
+            "GET /api/tags HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
         )
         .unwrap();
         let mut reader = BufReader::new(stream);
@@ -516,6 +553,14 @@ fn browser_origins_and_the_api_key_are_checked() {
         get("Authorization: Bearer s3cret\r\nOrigin: https://evil.example\r\n").0,
         403
     );
+    // A page on another name that resolves here (DNS rebinding) is refused.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "GET /api/tags HTTP/1.1\r\nHost: rebound.example:11434\r\nAuthorization: Bearer s3cret\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(read_head(&mut BufReader::new(stream)).0, 403);
     // The page itself needs no key; it is served from the binary.
     let (status, page) = request(server.addr, "GET", "/", &[]);
     assert_eq!(status, 200);

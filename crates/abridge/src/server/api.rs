@@ -14,7 +14,7 @@ use super::http::ApiError;
 /// `options` of an Ollama request. Unknown options are ignored, as Ollama
 /// does; so is `num_thread`, since every request runs on the threads the
 /// loaded model owns (`--threads`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct Options {
     pub temperature: Option<f32>,
     pub top_k: Option<usize>,

@@ -233,6 +233,8 @@ pub(crate) struct AppState {
     pulls: PullOptions,
     origins: Vec<String>,
     api_key: Option<String>,
+    /// Listening on loopback only: requests must name a local host.
+    loopback: bool,
     ids: AtomicU64,
 }
 
@@ -290,6 +292,7 @@ impl Server {
             pulls: PullOptions::from_env(),
             origins: options.origins,
             api_key: options.api_key,
+            loopback: options.addr.ip().is_loopback(),
             ids: AtomicU64::new(1),
         };
         Ok(Self {
@@ -317,7 +320,7 @@ impl Server {
             .build()
             .map_err(|e| Error::InvalidOption(format!("cannot start the server's threads: {e}")))?;
         let addr = self.local_addr().to_string();
-        runtime.block_on(async move {
+        let served = runtime.block_on(async move {
             let listener =
                 tokio::net::TcpListener::from_std(self.listener).map_err(|source| Error::Bind {
                     addr: addr.clone(),
@@ -345,7 +348,10 @@ impl Server {
                 .await;
             reaper.abort();
             served.map_err(|source| Error::Bind { addr, source })
-        })
+        });
+        // A download still running on a worker thread is not waited for.
+        runtime.shutdown_timeout(Duration::from_secs(5));
+        served
     }
 
     /// Serves until SIGINT (Ctrl-C) or SIGTERM.
@@ -402,6 +408,16 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
     let start = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    // A web page whose name is made to resolve to 127.0.0.1 (DNS
+    // rebinding) reads responses as same-origin; its Host header still
+    // carries its own name.
+    if state.loopback && !local_host(request.headers()) {
+        let e = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the Host header names no local address; this server listens on loopback only",
+        );
+        return finish(&state, &method, &path, start, e.into_response(), None);
+    }
     let origin = request.headers().get(header::ORIGIN).cloned();
     let allowed_origin = match &origin {
         None => None,
@@ -481,6 +497,25 @@ fn finish(
     response
 }
 
+/// Whether the Host header (if any) is `localhost` or a loopback address,
+/// with any port.
+fn local_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn bearer_matches(headers: &HeaderMap, key: &str) -> bool {
     let given = headers
         .get(header::AUTHORIZATION)
@@ -552,6 +587,33 @@ mod tests {
         let extensions = vec!["chrome-extension://*".to_owned()];
         assert!(origin_allowed("chrome-extension://abcdef", &extensions));
         assert!(origin_allowed("https://evil.example", &["*".to_owned()]));
+    }
+
+    #[test]
+    fn only_local_host_names_reach_a_loopback_server() {
+        let with = |host: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static(host));
+            local_host(&h)
+        };
+        assert!(local_host(&HeaderMap::new()));
+        for ok in [
+            "localhost",
+            "LOCALHOST:11434",
+            "127.0.0.1:8080",
+            "127.0.0.2",
+            "[::1]:11434",
+        ] {
+            assert!(with(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:11434",
+            "localhost.evil.example",
+            "10.0.0.1:11434",
+        ] {
+            assert!(!with(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub(crate) struct Resident {
     pub expires: Option<Instant>,
     /// Requests using it now.
     pub active: usize,
+    /// Asked to unload while in use: it goes when the last request ends.
+    pub unload_when_idle: bool,
 }
 
 pub(crate) struct Models {
@@ -54,7 +56,8 @@ impl Drop for Lease {
             Some(r) => {
                 r.active = r.active.saturating_sub(1);
                 r.expires = expiry(self.keep_alive);
-                r.active == 0 && self.keep_alive == KeepAlive::For(Duration::ZERO)
+                r.active == 0
+                    && (r.unload_when_idle || self.keep_alive == KeepAlive::For(Duration::ZERO))
             }
             None => false,
         };
@@ -62,6 +65,16 @@ impl Drop for Lease {
             resident.remove(&self.path);
         }
     }
+}
+
+/// Whether a model name is written as a file path (absolute, relative to a
+/// directory, in the home directory, or a `.gguf` file).
+fn looks_like_path(name: &str) -> bool {
+    name.starts_with(['/', '\\', '.', '~'])
+        || name.ends_with(".gguf")
+        || name.contains('\\')
+        || name.split('/').any(|part| part == "..")
+        || std::path::Path::new(name).is_absolute()
 }
 
 fn expiry(keep_alive: KeepAlive) -> Option<Instant> {
@@ -104,23 +117,36 @@ impl Models {
         if name.trim().is_empty() {
             return Err(ApiError::bad_request("model is required"));
         }
+        let refused = || {
+            ApiError::bad_request(format!(
+                "model \"{name}\" is a file path; the server resolves model names only \
+                 through its registry (start it with --allow-paths to accept paths)"
+            ))
+        };
+        // Refused before anything looks at the disk, so the answer does not
+        // tell whether such a file exists.
+        if !self.allow_paths && looks_like_path(name) {
+            return Err(refused());
+        }
+        let not_found = || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("model \"{name}\" not found, try pulling it first"),
+            )
+        };
         let places = Places::from_env();
         // Clients add Ollama's default tag to names that have none.
         let bare = name.strip_suffix(":latest").unwrap_or(name);
         let found = registry::locate(name, &self.catalogue, &places)
             .or_else(|e| registry::locate(bare, &self.catalogue, &places).map_err(|_| e));
         let found = found.map_err(|e| match e {
-            crate::Error::ModelNotFound { .. } => ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("model \"{name}\" not found, try pulling it first"),
-            ),
+            crate::Error::ModelNotFound { .. } => not_found(),
             other => ApiError::from(other),
         })?;
+        // A relative name that happens to be a file in the server's
+        // directory: as unknown as any other name.
         if found.location == Location::Path && !self.allow_paths {
-            return Err(ApiError::bad_request(format!(
-                "model \"{name}\" is a file path; the server resolves model names only \
-                 through its registry (start it with --allow-paths to accept paths)"
-            )));
+            return Err(not_found());
         }
         let listed = self
             .catalogue
@@ -161,17 +187,26 @@ impl Models {
                     format!("loading failed: {e}"),
                 )
             })??;
+        let model = Arc::new(model);
+        // Inserted as in use, so the reaper cannot take it before the lease.
         self.lock().insert(
             path.clone(),
             Resident {
-                name: listed,
-                model: Arc::new(model),
+                name: listed.clone(),
+                model: Arc::clone(&model),
                 expires: expiry(keep_alive),
-                active: 0,
+                active: 1,
+                unload_when_idle: false,
             },
         );
-        self.take(&path, keep_alive, start.elapsed())
-            .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "model vanished"))
+        Ok(Lease {
+            models: Arc::clone(self),
+            path,
+            keep_alive,
+            name: listed,
+            model,
+            load_time: start.elapsed(),
+        })
     }
 
     fn take(
@@ -200,7 +235,7 @@ impl Models {
         let mut resident = self.lock();
         match resident.get_mut(&path) {
             Some(r) if r.active > 0 => {
-                r.expires = Some(Instant::now());
+                r.unload_when_idle = true;
                 Ok(true)
             }
             Some(_) => Ok(resident.remove(&path).is_some()),
@@ -224,5 +259,33 @@ impl Models {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_told_from_model_names() {
+        for path in [
+            "/etc/passwd",
+            "./m.gguf",
+            "../x",
+            "~/m",
+            "m.gguf",
+            "a/../b",
+            "C:\\m",
+        ] {
+            assert!(looks_like_path(path), "{path}");
+        }
+        for name in [
+            "smollm2",
+            "mistral:7b-instruct-v0.2-q4_K_M",
+            "hf.co/org/repo:Q4_K_M",
+            "library/qwen2.5:0.5b",
+        ] {
+            assert!(!looks_like_path(name), "{name}");
+        }
     }
 }

@@ -41,6 +41,7 @@ pub(crate) struct LoggedByJob;
 
 /// What format a reply must take, from Ollama's `format` or OpenAI's
 /// `response_format`.
+#[derive(Clone)]
 enum ReplyFormat {
     Free,
     /// Any JSON value.
@@ -152,11 +153,15 @@ async fn launch(
     state: &Arc<AppState>,
     model: &str,
     keep_alive: Option<KeepAlive>,
-    build: impl FnOnce(Lease) -> Result<Job, ApiError>,
+    build: impl FnOnce(Lease) -> Result<Job, ApiError> + Send + 'static,
 ) -> Result<Pieces, ApiError> {
     let ticket = state.slots.admit()?;
     let lease = state.models.lease(model, keep_alive).await?;
-    let job = build(lease)?;
+    // Rendering and tokenizing a prompt of many megabytes takes a while:
+    // not on the threads that serve every other connection.
+    let job = tokio::task::spawn_blocking(move || build(lease))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}")))??;
     let slot = state.slots.run(ticket).await;
     Ok(run::start(
         job,
@@ -193,8 +198,17 @@ fn stream_lines(
 ) -> Response {
     let (tx, rx) = mpsc::channel::<String>(64);
     tokio::spawn(async move {
-        while let Some(piece) = pieces.next().await {
-            let Some(line) = next_line(piece) else { break };
+        loop {
+            // The client may leave while nothing is being sent (a long
+            // prompt, a JSON reply held back until it is checked): watching
+            // the body's end as well cancels the job then too.
+            let piece = tokio::select! {
+                piece = pieces.next() => piece,
+                () = tx.closed() => None,
+            };
+            let Some(line) = piece.and_then(&mut next_line) else {
+                break;
+            };
             // An empty chunk would read as the end of a chunked body.
             if line.is_empty() {
                 continue;
@@ -288,16 +302,10 @@ pub(crate) async fn chat(
     let format = ReplyFormat::from_ollama(req.format.as_ref())?;
     let messages = with_directive(api::messages(&req.messages)?, &format);
     let options = req.options.generate_options()?;
-    let pieces = launch(&state, &req.model, req.keep_alive, |lease| {
+    let request = req.options.clone();
+    let pieces = launch(&state, &req.model, req.keep_alive, move |lease| {
         let prompt = chat_prompt(&lease.model, &messages)?;
-        Job::new(
-            lease,
-            prompt,
-            &req.options,
-            options,
-            arrived,
-            "POST /api/chat",
-        )
+        Job::new(lease, prompt, &request, options, arrived, "POST /api/chat")
     })
     .await?;
     let name = req.model.clone();
@@ -341,21 +349,28 @@ pub(crate) async fn generate(
         .into_response());
     }
     let options = req.options.generate_options()?;
-    let pieces = launch(&state, &req.model, req.keep_alive, |lease| {
-        let prompt = if req.raw {
-            lease.model.tokenizer().encode_prompt(&req.prompt)?
+    let request = req.options.clone();
+    let (raw, text, system, wanted) = (
+        req.raw,
+        req.prompt.clone(),
+        req.system.clone(),
+        format.clone(),
+    );
+    let pieces = launch(&state, &req.model, req.keep_alive, move |lease| {
+        let prompt = if raw {
+            lease.model.tokenizer().encode_prompt(&text)?
         } else {
             let mut messages = Vec::new();
-            if let Some(system) = req.system.as_deref().filter(|s| !s.trim().is_empty()) {
+            if let Some(system) = system.filter(|s| !s.trim().is_empty()) {
                 messages.push(Message::new(Role::System, system));
             }
-            messages.push(Message::new(Role::User, req.prompt.as_str()));
-            chat_prompt(&lease.model, &with_directive(messages, &format))?
+            messages.push(Message::new(Role::User, text));
+            chat_prompt(&lease.model, &with_directive(messages, &wanted))?
         };
         Job::new(
             lease,
             prompt,
-            &req.options,
+            &request,
             options,
             arrived,
             "POST /api/generate",
@@ -392,7 +407,7 @@ pub(crate) async fn openai_chat(
     let messages = with_directive(api::messages(&req.messages)?, &format);
     let request_options = req.options();
     let options = request_options.generate_options()?;
-    let pieces = launch(&state, &req.model, None, |lease| {
+    let pieces = launch(&state, &req.model, None, move |lease| {
         let prompt = chat_prompt(&lease.model, &messages)?;
         Job::new(
             lease,
@@ -481,6 +496,11 @@ pub(crate) async fn openai_chat(
     .into_response())
 }
 
+/// The longest summary a request may ask for, in words: far beyond any
+/// model's context, and small enough that the length arithmetic cannot
+/// overflow.
+const MAX_WORDS: u64 = 100_000;
+
 /// `POST /api/summarize`: a summary of a text of any length, by map-reduce
 /// when it is longer than the context window. Streams lines like
 /// `/api/generate`'s, with `stage` lines while the parts are summarized.
@@ -493,7 +513,10 @@ pub(crate) async fn summarize(
         Some(b64) => {
             let bytes = base64_decode(b64)
                 .ok_or_else(|| ApiError::bad_request("document_base64 is not valid base64"))?;
-            crate::input::extract(&bytes)?
+            // Reading a PDF is slow work: not on the connection threads.
+            tokio::task::spawn_blocking(move || crate::input::extract(&bytes))
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}")))??
         }
         None => req.text.clone(),
     };
@@ -514,9 +537,13 @@ pub(crate) async fn summarize(
                 )));
             }
         }),
-        Some(Value::Number(n)) => match n.as_u64().filter(|&n| n > 0) {
+        Some(Value::Number(n)) => match n.as_u64().filter(|n| (1..=MAX_WORDS).contains(n)) {
             Some(n) => Some(Length::Words(n as usize)),
-            None => return Err(ApiError::bad_request("length in words must be at least 1")),
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "length in words must be from 1 to {MAX_WORDS}"
+                )));
+            }
         },
         Some(other) => {
             return Err(ApiError::bad_request(format!(
@@ -887,7 +914,7 @@ pub(crate) async fn pull(
         let result = registry::pull::pull(&entry, &options, |event| {
             if let registry::pull::PullEvent::Progress(p) = event {
                 // About a hundred lines for a whole download.
-                if p.done == p.total || p.done - last_sent >= p.total / 100 {
+                if p.done == p.total || p.done.saturating_sub(last_sent) >= p.total / 100 {
                     last_sent = p.done;
                     let _ = tx.blocking_send(ndjson(&json!({
                         "status": format!("pulling {}", &entry.sha256[..12.min(entry.sha256.len())]),

@@ -152,13 +152,20 @@ impl Job {
 pub(crate) struct Jobs {
     next: AtomicU64,
     running: Mutex<HashMap<u64, Cancel>>,
+    /// Set at shutdown: a job that starts after it (one that was queued) is
+    /// cancelled at once.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Jobs {
     /// Tracks a generation until [`remove`](Self::remove).
     pub fn add(&self, cancel: Cancel) -> u64 {
         let id = self.next.fetch_add(1, Ordering::SeqCst);
-        self.lock().insert(id, cancel);
+        let mut running = self.lock();
+        if self.closed.load(Ordering::SeqCst) {
+            cancel.cancel();
+        }
+        running.insert(id, cancel);
         id
     }
 
@@ -173,7 +180,9 @@ impl Jobs {
     /// Stops every running generation; each keeps what it produced and ends
     /// its response normally.
     pub fn cancel_all(&self) {
-        for cancel in self.lock().values() {
+        let running = self.lock();
+        self.closed.store(true, Ordering::SeqCst);
+        for cancel in running.values() {
             cancel.cancel();
         }
     }
