@@ -366,22 +366,29 @@ fn eight_concurrent_streams_on_two_slots_match_their_sequential_answers() {
     }
 }
 
-#[test]
-fn a_client_that_disconnects_frees_its_slot() {
-    let server = Served::start(&["--parallel", "1", "--queue", "1"]);
+/// A streamed chat that runs far longer than any test waits for, read up
+/// to its body.
+fn long_story(addr: SocketAddr) -> (BufReader<TcpStream>, Vec<(String, String)>) {
     let body = chat(
         "Write a long story about a dragon who learns to bake bread.",
         true,
         2000,
     );
     let mut reader = BufReader::new(connect(
-        server.addr,
+        addr,
         "POST",
         "/api/chat",
         body.to_string().as_bytes(),
     ));
     let (status, headers) = read_head(&mut reader);
     assert_eq!(status, 200);
+    (reader, headers)
+}
+
+#[test]
+fn a_client_that_disconnects_frees_its_slot() {
+    let server = Served::start(&["--parallel", "1", "--queue", "1"]);
+    let (mut reader, headers) = long_story(server.addr);
     let mut pieces = 0;
     read_body(&mut reader, &headers, |_| {
         pieces += 1;
@@ -570,19 +577,7 @@ fn browser_origins_and_the_api_key_are_checked() {
 #[test]
 fn sigint_cancels_running_generations_and_exits_cleanly() {
     let mut server = Served::start(&[]);
-    let body = chat(
-        "Write a long story about a dragon who learns to bake bread.",
-        true,
-        2000,
-    );
-    let mut reader = BufReader::new(connect(
-        server.addr,
-        "POST",
-        "/api/chat",
-        body.to_string().as_bytes(),
-    ));
-    let (status, headers) = read_head(&mut reader);
-    assert_eq!(status, 200);
+    let (mut reader, headers) = long_story(server.addr);
     let mut first = true;
     let mut text = String::new();
     read_body(&mut reader, &headers, |piece| {
