@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use candle_core::Device;
-use candle_core::quantized::QTensor;
+use candle_core::quantized::{GgmlDType, QTensor};
 
 use crate::error::{Error, Result};
 
@@ -430,6 +430,25 @@ impl GgufFile {
         expected: Option<&[usize]>,
         device: &Device,
     ) -> Result<QTensor> {
+        self.with_bytes(name, expected, |info, dtype, bytes| {
+            Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
+                dtype,
+                bytes,
+                info.shape.clone(),
+                device,
+            )?)
+        })
+    }
+
+    /// Hands a tensor's bytes, as stored, to `build`, checking its shape when
+    /// `expected` is given; what `build` returns must hold its own copy, for
+    /// the file's pages are released from the process after it.
+    pub(crate) fn with_bytes<T>(
+        &self,
+        name: &str,
+        expected: Option<&[usize]>,
+        build: impl FnOnce(&TensorInfo, GgmlDType, &[u8]) -> Result<T>,
+    ) -> Result<T> {
         let info = self.tensor_info(name).ok_or_else(|| Error::Tensor {
             name: name.into(),
             problem: "is missing from the file".into(),
@@ -447,15 +466,10 @@ impl GgufFile {
             .kind
             .ggml_dtype()
             .expect("checked when the file was opened");
-        let tensor = candle_core::quantized::ggml_file::qtensor_from_ggml(
-            dtype,
-            bytes,
-            info.shape.clone(),
-            device,
-        )?;
-        // The tensor now has its own copy: release the file's pages from this
-        // process so loading holds the model in memory once, not twice.
-        // Anonymous memory would come back as zeros, so only a file's pages go.
+        let built = build(info, dtype, bytes)?;
+        // The copy is built: release the file's pages from this process so
+        // loading holds the model in memory once, not twice. Anonymous memory
+        // would come back as zeros, so only a file's pages go.
         #[cfg(unix)]
         if self.file_backed {
             // SAFETY: the map is a read-only view of a file; dropped pages are
@@ -468,7 +482,7 @@ impl GgufFile {
                 )
             };
         }
-        Ok(tensor)
+        Ok(built)
     }
 }
 

@@ -10,8 +10,8 @@ pub(crate) enum SimdLevel {
     Portable,
     /// AVX2 with FMA and F16C: every x86-64 machine abridge targets has it.
     Avx2,
-    /// AVX2 plus AVX-512 VNNI on 256-bit registers (one-instruction byte
-    /// dot products).
+    /// AVX2 plus AVX-512 F, BW, VL and VNNI (one-instruction byte dot
+    /// products, on 256- or 512-bit registers).
     Vnni,
 }
 
@@ -27,7 +27,7 @@ impl SimdLevel {
         {
             use std::is_x86_feature_detected as has;
             if has!("avx2") && has!("fma") && has!("f16c") {
-                if has!("avx512vnni") && has!("avx512vl") {
+                if has!("avx512vnni") && has!("avx512vl") && has!("avx512bw") && has!("avx512f") {
                     return Self::Vnni;
                 }
                 return Self::Avx2;

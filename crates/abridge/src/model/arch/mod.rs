@@ -28,6 +28,7 @@ use super::CausalLm;
 use super::kv_cache::{CacheShape, KvCache};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
+use crate::kernels::kquant::{KQuantMatrix, KQuantType};
 use crate::kernels::quant::{LegacyMatrix, LegacyType};
 
 pub(crate) mod gemma3;
@@ -312,6 +313,7 @@ pub(crate) fn load(gguf: &GgufFile, device: &Device, native: bool) -> Result<Box
 pub(crate) enum Weight {
     Candle(QMatMul),
     Legacy(LegacyMatrix),
+    KQuant(KQuantMatrix),
 }
 
 impl Weight {
@@ -333,6 +335,7 @@ impl Weight {
         Ok(match self {
             Self::Candle(w) => w.forward(x)?,
             Self::Legacy(w) => x.contiguous()?.apply_op1_no_bwd(w)?,
+            Self::KQuant(w) => x.contiguous()?.apply_op1_no_bwd(w)?,
         })
     }
 }
@@ -374,8 +377,21 @@ impl Loader<'_> {
 
     /// The `out × inp` matrix `name`.
     pub fn weight(&self, name: &str, out: usize, inp: usize) -> Result<Weight> {
+        let shape = [out, inp];
+        let dtype = self
+            .gguf
+            .tensor_info(name)
+            .and_then(|i| i.kind.ggml_dtype());
+        if self.native
+            && let Some(kind) = dtype.and_then(KQuantType::from_ggml)
+        {
+            // Repacked straight from the file's pages: no intermediate copy.
+            return self.gguf.with_bytes(name, Some(&shape), |_, _, bytes| {
+                Ok(Weight::KQuant(KQuantMatrix::new(kind, out, inp, bytes)?))
+            });
+        }
         Weight::new(
-            self.gguf.tensor(name, Some(&[out, inp]), self.device)?,
+            self.gguf.tensor(name, Some(&shape), self.device)?,
             self.native,
         )
     }

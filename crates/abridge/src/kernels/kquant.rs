@@ -1,0 +1,888 @@
+//! Matrix products of the k-quant types of a Q4_K_M file: `Q4_K` (most of
+//! its projections: every attention and feed-forward input of Mistral-7B)
+//! and `Q6_K` (the rest: half the value and down projections, the output).
+//!
+//! candle-core multiplies these through a repacked copy it makes on first
+//! use and keeps beside the file's blocks, with scales widened to f32: the
+//! 7B's weights sat in memory 2.3 times over, and the first prompt paid for
+//! the repack. Here the blocks are repacked once, at load, straight from the
+//! file's pages into the only copy: `Q4_K` 2.8% larger than the file (scales
+//! unpacked to bytes), `Q6_K` the file's size.
+//!
+//! The layout is built for integer dot products across rows: a tile holds
+//! 16 weight rows of one 256-value super-block, and one load carries four
+//! consecutive values of each row (as nibbles, eight values a lane, with
+//! `Q6_K`'s two high bits in a plane of their own), so one VNNI `dpbusd` (or
+//! AVX2 `maddubs`) adds four products into every row's lane. Each load of
+//! weights serves four activation rows, and each task multiplies a block of
+//! weight tiles by a block of activation rows that both stay in cache.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
+use half::f16;
+
+use super::simd::SimdLevel;
+use crate::error::{Error, Result};
+
+/// Values per super-block, the unit k-quant scales are stored for.
+const QK: usize = 256;
+/// Weight rows per tile.
+const ROWS: usize = 16;
+/// Rows per 256-bit register: a tile is two of these.
+const LANES: usize = 8;
+/// Activation rows that share each load of weights.
+const SHARE: usize = 4;
+
+/// The block types these kernels cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KQuantType {
+    /// 4-bit values in sub-blocks of 32 with 6-bit scales and minimums.
+    Q4K,
+    /// 6-bit values in sub-blocks of 16 with 8-bit scales, centred on 32.
+    Q6K,
+}
+
+impl KQuantType {
+    /// The type for a candle dtype, when these kernels cover it.
+    pub fn from_ggml(dtype: candle_core::quantized::GgmlDType) -> Option<Self> {
+        use candle_core::quantized::GgmlDType as D;
+        match dtype {
+            D::Q4K => Some(Self::Q4K),
+            D::Q6K => Some(Self::Q6K),
+            _ => None,
+        }
+    }
+}
+
+/// 256 activations quantized to 8 bits: `x ≈ d · q`.
+#[repr(C, align(32))]
+#[derive(Clone, Copy)]
+struct Q8Super {
+    q: [i8; QK],
+    /// `Σq` of each 16-value sub-block, for `Q6_K`'s centring.
+    sums16: [i16; 16],
+    /// `Σq` of each 32-value sub-block, for `Q4_K`'s minimums.
+    sums: [i16; 8],
+    d: f32,
+}
+
+fn quantize_row(x: &[f32], out: &mut Vec<Q8Super>) {
+    for chunk in x.chunks_exact(QK) {
+        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut s = Q8Super {
+            q: [0; QK],
+            sums16: [0; 16],
+            sums: [0; 8],
+            d,
+        };
+        for (t, (q, v)) in s.q.iter_mut().zip(chunk).enumerate() {
+            *q = (v * inv).round() as i8;
+            s.sums16[t / 16] += i16::from(*q);
+            s.sums[t / 32] += i16::from(*q);
+        }
+        out.push(s);
+    }
+}
+
+fn widen(bits: u16) -> f32 {
+    f16::from_bits(bits).to_f32()
+}
+
+/// What the matrix product needs of a tile type.
+trait Tile: Copy + Send + Sync {
+    /// A tile of zero rows (scales zero), for padding.
+    const EMPTY: Self;
+    /// Bytes of one block (one row's super-block) in the file.
+    const BLOCK_BYTES: usize;
+    /// Stores row `r` from one file block.
+    fn set_row(&mut self, r: usize, block: &[u8]);
+    /// `out[i][r]`: the dot product of weight row `r` of `tiles` (one row of
+    /// tiles, every super-block) with activation row `xs[i]`, in plain Rust.
+    fn dot_portable(tiles: &[Self], xs: &[&[Q8Super]], out: &mut [[f32; ROWS]]);
+    /// The same for up to [`SHARE`] rows, by the best kernel `simd` allows.
+    fn dot(simd: SimdLevel, tiles: &[Self], xs: &[&[Q8Super]], out: &mut [[f32; ROWS]]);
+}
+
+/// Calls `x86::$kernel::<R>` with `xs` and `out` as arrays of their length (1 to
+/// [`SHARE`]), so each count gets a kernel with its accumulators in
+/// registers.
+#[cfg(target_arch = "x86_64")]
+macro_rules! with_rows {
+    ($kernel:ident, $tiles:expr, $xs:expr, $out:expr) => {{
+        macro_rules! call {
+            ($r:literal) => {{
+                let xs: &[&[Q8Super]; $r] = $xs.try_into().expect("length matched");
+                let out: &mut [[f32; ROWS]; $r] = $out.try_into().expect("length matched");
+                // SAFETY: the caller checked the kernel's CPU features.
+                unsafe { x86::$kernel::<$r>($tiles, xs, out) }
+            }};
+        }
+        match $xs.len() {
+            4 => call!(4),
+            3 => call!(3),
+            2 => call!(2),
+            _ => call!(1),
+        }
+    }};
+}
+
+/// 16 rows × 256 values of a `Q4_K` matrix.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Q4KTile {
+    /// For each group `g` of eight values, for each row `r`: four bytes,
+    /// byte `t` holding value `8g + t` in its low nibble and `8g + t + 4` in
+    /// its high one.
+    qs: [u8; QK / 8 * ROWS * 4],
+    /// The 6-bit scale of each 32-value sub-block `j`, for each row:
+    /// `[j][r]`.
+    scales: [u8; 8 * ROWS],
+    /// The 6-bit minimum of each sub-block, in pairs of sub-blocks so one
+    /// `madd` takes two: `[j / 2][r][j % 2]`.
+    mins: [u8; 8 * ROWS],
+    /// Each row's super-block scale, f16 bits.
+    d: [u16; ROWS],
+    /// Each row's super-block minimum scale, f16 bits.
+    dmin: [u16; ROWS],
+}
+
+const _: () = assert!(std::mem::size_of::<Q4KTile>() == 2368);
+
+impl Q4KTile {
+    /// Unsigned 4-bit value `t` (of 256) of row `r`.
+    fn value(&self, r: usize, t: usize) -> u8 {
+        let byte = self.qs[t / 8 * ROWS * 4 + r * 4 + t % 4];
+        if t % 8 < 4 { byte & 0x0F } else { byte >> 4 }
+    }
+
+    fn min(&self, r: usize, j: usize) -> u8 {
+        self.mins[j / 2 * ROWS * 2 + r * 2 + j % 2]
+    }
+}
+
+/// Scale and minimum of sub-block `j` from the 12 bytes that pack eight of
+/// each in six bits.
+fn scale_min(packed: &[u8], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (packed[j] & 63, packed[j + 4] & 63)
+    } else {
+        (
+            (packed[j + 4] & 0x0F) | ((packed[j - 4] >> 6) << 4),
+            (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4),
+        )
+    }
+}
+
+impl Tile for Q4KTile {
+    const EMPTY: Self = Self {
+        qs: [0; QK / 8 * ROWS * 4],
+        scales: [0; 8 * ROWS],
+        mins: [0; 8 * ROWS],
+        d: [0; ROWS],
+        dmin: [0; ROWS],
+    };
+    const BLOCK_BYTES: usize = 144;
+
+    fn set_row(&mut self, r: usize, block: &[u8]) {
+        self.d[r] = u16::from_le_bytes([block[0], block[1]]);
+        self.dmin[r] = u16::from_le_bytes([block[2], block[3]]);
+        for j in 0..8 {
+            let (sc, mn) = scale_min(&block[4..16], j);
+            self.scales[j * ROWS + r] = sc;
+            self.mins[j / 2 * ROWS * 2 + r * 2 + j % 2] = mn;
+        }
+        // The file stores 64 values per 32 bytes: the first 32 in the low
+        // nibbles, the next 32 in the high ones.
+        let qs = &block[16..144];
+        for g in 0..QK / 8 {
+            let first = 8 * g;
+            let src = &qs[first / 64 * 32 + first % 32..][..8];
+            let shift = if first % 64 < 32 { 0 } else { 4 };
+            for t in 0..4 {
+                let (a, b) = ((src[t] >> shift) & 0x0F, (src[t + 4] >> shift) & 0x0F);
+                self.qs[g * ROWS * 4 + r * 4 + t] = a | (b << 4);
+            }
+        }
+    }
+
+    fn dot_portable(tiles: &[Self], xs: &[&[Q8Super]], out: &mut [[f32; ROWS]]) {
+        for (x, o) in xs.iter().zip(out.iter_mut()) {
+            for (r, o) in o.iter_mut().enumerate() {
+                let mut acc = 0f32;
+                for (t, a) in tiles.iter().zip(x.iter()) {
+                    let (mut dot, mut mins) = (0i32, 0i32);
+                    for j in 0..8 {
+                        let sub: i32 = (32 * j..32 * (j + 1))
+                            .map(|k| i32::from(t.value(r, k)) * i32::from(a.q[k]))
+                            .sum();
+                        dot += i32::from(t.scales[j * ROWS + r]) * sub;
+                        mins += i32::from(t.min(r, j)) * i32::from(a.sums[j]);
+                    }
+                    let (d, dmin) = (widen(t.d[r]), widen(t.dmin[r]));
+                    acc += a.d * (d * dot as f32 - dmin * mins as f32);
+                }
+                *o = acc;
+            }
+        }
+    }
+
+    fn dot(simd: SimdLevel, tiles: &[Self], xs: &[&[Q8Super]], out: &mut [[f32; ROWS]]) {
+        match simd {
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Vnni => with_rows!(q4k_avx512, tiles, xs, out),
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => with_rows!(q4k_avx2, tiles, xs, out),
+            _ => Self::dot_portable(tiles, xs, out),
+        }
+    }
+}
+
+/// 16 rows × 256 values of a `Q6_K` matrix.
+#[repr(C, align(32))]
+#[derive(Clone, Copy)]
+struct Q6KTile {
+    /// The low four bits of each value, laid out as [`Q4KTile::qs`].
+    lo: [u8; QK / 8 * ROWS * 4],
+    /// The high two bits: for each group `h` of 16 values, for each row:
+    /// four bytes, byte `t` holding those of value `16h + t + 4i` at bit
+    /// `2i`.
+    hi: [u8; QK / 16 * ROWS * 4],
+    /// The signed scale of each 16-value sub-block `s`, for each row:
+    /// `[s][r]`.
+    scales: [i8; 16 * ROWS],
+    /// Each row's super-block scale, f16 bits.
+    d: [u16; ROWS],
+}
+
+const _: () = assert!(std::mem::size_of::<Q6KTile>() == 16 * 210);
+
+/// Unsigned 6-bit value `n` (of 256) of a `Q6_K` file block: the low four
+/// bits of two values share a byte of `ql`, the high two bits of four share
+/// one of `qh`.
+fn q6_value(block: &[u8], n: usize) -> u8 {
+    let (c, m) = (n / 128, n % 128);
+    let (q, l) = (m / 32, m % 32);
+    let ql = block[64 * c + (q % 2) * 32 + l];
+    let low = if q < 2 { ql & 0x0F } else { ql >> 4 };
+    let high = (block[128 + 32 * c + l] >> (2 * q)) & 3;
+    low | (high << 4)
+}
+
+impl Q6KTile {
+    fn value(&self, r: usize, n: usize) -> u8 {
+        let byte = self.lo[n / 8 * ROWS * 4 + r * 4 + n % 4];
+        let low = if n % 8 < 4 { byte & 0x0F } else { byte >> 4 };
+        let hi = self.hi[n / 16 * ROWS * 4 + r * 4 + n % 4];
+        low | (((hi >> (2 * (n % 16 / 4))) & 3) << 4)
+    }
+}
+
+impl Tile for Q6KTile {
+    const EMPTY: Self = Self {
+        lo: [0; QK / 8 * ROWS * 4],
+        hi: [0; QK / 16 * ROWS * 4],
+        scales: [0; 16 * ROWS],
+        d: [0; ROWS],
+    };
+    const BLOCK_BYTES: usize = 210;
+
+    fn set_row(&mut self, r: usize, block: &[u8]) {
+        self.d[r] = u16::from_le_bytes([block[208], block[209]]);
+        for s in 0..16 {
+            self.scales[s * ROWS + r] = block[192 + s] as i8;
+        }
+        let v: [u8; QK] = std::array::from_fn(|n| q6_value(block, n));
+        for g in 0..QK / 8 {
+            for t in 0..4 {
+                let (a, b) = (v[8 * g + t] & 0x0F, v[8 * g + t + 4] & 0x0F);
+                self.lo[g * ROWS * 4 + r * 4 + t] = a | (b << 4);
+            }
+        }
+        for h in 0..QK / 16 {
+            for t in 0..4 {
+                let bits = (0..4).fold(0u8, |acc, i| {
+                    acc | ((v[16 * h + t + 4 * i] >> 4) << (2 * i))
+                });
+                self.hi[h * ROWS * 4 + r * 4 + t] = bits;
+            }
+        }
+    }
+
+    fn dot_portable(tiles: &[Self], xs: &[&[Q8Super]], out: &mut [[f32; ROWS]]) {
+        for (x, o) in xs.iter().zip(out.iter_mut()) {
+            for (r, o) in o.iter_mut().enumerate() {
+                let mut acc = 0f32;
+                for (t, a) in tiles.iter().zip(x.iter()) {
+                    let mut dot = 0i32;
+                    for s in 0..16 {
+                        let sub: i32 = (16 * s..16 * (s + 1))
+                            .map(|n| i32::from(t.value(r, n)) * i32::from(a.q[n]))
+                            .sum();
+                        let centred = sub - 32 * i32::from(a.sums16[s]);
+                        dot += i32::from(t.scales[s * ROWS + r]) * centred;
+                    }
+                    acc += a.d * widen(t.d[r]) * dot as f32;
+                }
+                *o = acc;
+            }
+        }
+    }
+
+    fn dot(simd: SimdLevel, tiles: &[Self], xs: &[&[Q8Super]], out: &mut [[f32; ROWS]]) {
+        match simd {
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Vnni => with_rows!(q6k_avx512, tiles, xs, out),
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => with_rows!(q6k_avx2, tiles, xs, out),
+            _ => Self::dot_portable(tiles, xs, out),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{LANES, Q4KTile, Q6KTile, Q8Super, ROWS};
+    use std::arch::x86_64::*;
+
+    /// Four activation bytes from `at` (a multiple of four), as one i32.
+    #[inline]
+    fn four(q: &[i8; 256], at: usize) -> i32 {
+        i32::from_le_bytes([
+            q[at] as u8,
+            q[at + 1] as u8,
+            q[at + 2] as u8,
+            q[at + 3] as u8,
+        ])
+    }
+
+    /// Sums of sub-blocks `2 * pair` and `2 * pair + 1`, as the two i16
+    /// halves of one i32.
+    #[inline]
+    fn sum_pair(a: &Q8Super, pair: usize) -> i32 {
+        let (lo, hi) = (a.sums[2 * pair] as u16, a.sums[2 * pair + 1] as u16);
+        (u32::from(lo) | (u32::from(hi) << 16)) as i32
+    }
+
+    /// `out[i][r]` for the `R` activation rows `xs` and the 16 rows of a row
+    /// of tiles, 16 rows to a 512-bit register.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW and VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn q4k_avx512<const R: usize>(
+        tiles: &[Q4KTile],
+        xs: &[&[Q8Super]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        let low4 = _mm512_set1_epi8(0x0F);
+        let mut acc = [_mm512_setzero_ps(); R];
+        for (b, t) in tiles.iter().enumerate() {
+            let a: [&Q8Super; R] = std::array::from_fn(|i| &xs[i][b]);
+            let mut sub = [_mm512_setzero_ps(); R];
+            for j in 0..8 {
+                let mut p = [_mm512_setzero_si512(); R];
+                for g in 4 * j..4 * j + 4 {
+                    // SAFETY: `g * 64 + 64` is within `qs` (2048 bytes).
+                    let w = unsafe { _mm512_loadu_si512(t.qs.as_ptr().add(g * 64).cast()) };
+                    let lo = _mm512_and_si512(w, low4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(w), low4);
+                    for i in 0..R {
+                        let (x0, x1) = (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4));
+                        p[i] = _mm512_dpbusd_epi32(p[i], lo, _mm512_set1_epi32(x0));
+                        p[i] = _mm512_dpbusd_epi32(p[i], hi, _mm512_set1_epi32(x1));
+                    }
+                }
+                // SAFETY: `j * 16 + 16` is within `scales` (128 bytes).
+                let sc8 = unsafe { _mm_loadu_si128(t.scales.as_ptr().add(j * ROWS).cast()) };
+                let sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sc8));
+                for i in 0..R {
+                    sub[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[i]), sc, sub[i]);
+                }
+            }
+            // SAFETY: `d` and `dmin` are 16 f16 values.
+            let (d, dmin) = unsafe {
+                (
+                    _mm512_cvtph_ps(_mm256_loadu_si256(t.d.as_ptr().cast())),
+                    _mm512_cvtph_ps(_mm256_loadu_si256(t.dmin.as_ptr().cast())),
+                )
+            };
+            let mut mins = [_mm512_setzero_si512(); R];
+            for pair in 0..4 {
+                // SAFETY: `pair * 32 + 32` is within `mins` (128 bytes).
+                let mn8 = unsafe { _mm256_loadu_si256(t.mins.as_ptr().add(pair * 32).cast()) };
+                let mn = _mm512_cvtepu8_epi16(mn8);
+                for i in 0..R {
+                    let s = _mm512_set1_epi32(sum_pair(a[i], pair));
+                    mins[i] = _mm512_add_epi32(mins[i], _mm512_madd_epi16(mn, s));
+                }
+            }
+            for i in 0..R {
+                let v = _mm512_mul_ps(d, sub[i]);
+                let v = _mm512_fnmadd_ps(dmin, _mm512_cvtepi32_ps(mins[i]), v);
+                acc[i] = _mm512_fmadd_ps(v, _mm512_set1_ps(a[i].d), acc[i]);
+            }
+        }
+        for i in 0..R {
+            // SAFETY: a row of `out` is 16 floats.
+            unsafe { _mm512_storeu_ps(out[i].as_mut_ptr(), acc[i]) };
+        }
+    }
+
+    /// The same on AVX2, eight rows to a 256-bit register: `maddubs` in
+    /// place of VNNI's `dpbusd`, with the 16-bit pair sums of a whole
+    /// sub-block added before widening (8 × 2 × 15 × 127 < 2¹⁵).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q4k_avx2<const R: usize>(
+        tiles: &[Q4KTile],
+        xs: &[&[Q8Super]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        let low4 = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        for half in 0..ROWS / LANES {
+            let mut acc = [_mm256_setzero_ps(); R];
+            for (b, t) in tiles.iter().enumerate() {
+                let a: [&Q8Super; R] = std::array::from_fn(|i| &xs[i][b]);
+                let mut sub = [_mm256_setzero_ps(); R];
+                for j in 0..8 {
+                    let mut p = [_mm256_setzero_si256(); R];
+                    for g in 4 * j..4 * j + 4 {
+                        let at = g * ROWS * 4 + half * LANES * 4;
+                        // SAFETY: `at + 32` is within `qs` (2048 bytes).
+                        let w = unsafe { _mm256_loadu_si256(t.qs.as_ptr().add(at).cast()) };
+                        let lo = _mm256_and_si256(w, low4);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(w), low4);
+                        for i in 0..R {
+                            let (x0, x1) = (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4));
+                            let l = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(x0));
+                            let h = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(x1));
+                            p[i] = _mm256_add_epi16(p[i], _mm256_add_epi16(l, h));
+                        }
+                    }
+                    let at = j * ROWS + half * LANES;
+                    // SAFETY: `at + 8` is within `scales` (128 bytes).
+                    let sc8 = unsafe { _mm_loadl_epi64(t.scales.as_ptr().add(at).cast()) };
+                    let sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sc8));
+                    for i in 0..R {
+                        let p32 = _mm256_madd_epi16(p[i], ones);
+                        sub[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), sc, sub[i]);
+                    }
+                }
+                // SAFETY: `d` and `dmin` are 16 f16 values.
+                let (d, dmin) = unsafe {
+                    (
+                        _mm256_cvtph_ps(_mm_loadu_si128(t.d.as_ptr().add(half * LANES).cast())),
+                        _mm256_cvtph_ps(_mm_loadu_si128(t.dmin.as_ptr().add(half * LANES).cast())),
+                    )
+                };
+                let mut mins = [_mm256_setzero_si256(); R];
+                for pair in 0..4 {
+                    let at = pair * ROWS * 2 + half * LANES * 2;
+                    // SAFETY: `at + 16` is within `mins` (128 bytes).
+                    let mn8 = unsafe { _mm_loadu_si128(t.mins.as_ptr().add(at).cast()) };
+                    let mn = _mm256_cvtepu8_epi16(mn8);
+                    for i in 0..R {
+                        let s = _mm256_set1_epi32(sum_pair(a[i], pair));
+                        mins[i] = _mm256_add_epi32(mins[i], _mm256_madd_epi16(mn, s));
+                    }
+                }
+                for i in 0..R {
+                    let v = _mm256_mul_ps(d, sub[i]);
+                    let v = _mm256_fnmadd_ps(dmin, _mm256_cvtepi32_ps(mins[i]), v);
+                    acc[i] = _mm256_fmadd_ps(v, _mm256_set1_ps(a[i].d), acc[i]);
+                }
+            }
+            for i in 0..R {
+                // SAFETY: `half * 8 + 8` is within a row of 16.
+                unsafe { _mm256_storeu_ps(out[i].as_mut_ptr().add(half * LANES), acc[i]) };
+            }
+        }
+    }
+
+    /// `out[i][r]` for the `R` activation rows `xs` and the 16 rows of a row
+    /// of `Q6_K` tiles, 16 rows to a 512-bit register. Each sub-block's
+    /// integer sum starts at `-32 Σq`, the centring of its values.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW and VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn q6k_avx512<const R: usize>(
+        tiles: &[Q6KTile],
+        xs: &[&[Q8Super]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        let low4 = _mm512_set1_epi8(0x0F);
+        let high2 = _mm512_set1_epi8(0x30);
+        let mut acc = [_mm512_setzero_ps(); R];
+        for (b, t) in tiles.iter().enumerate() {
+            let a: [&Q8Super; R] = std::array::from_fn(|i| &xs[i][b]);
+            let mut sub = [_mm512_setzero_ps(); R];
+            for s in 0..16 {
+                let mut p: [__m512i; R] =
+                    std::array::from_fn(|i| _mm512_set1_epi32(-32 * i32::from(a[i].sums16[s])));
+                // SAFETY: `s * 64 + 64` is within `hi` (1024 bytes).
+                let hb = unsafe { _mm512_loadu_si512(t.hi.as_ptr().add(s * 64).cast()) };
+                // The high bits of group 2s sit at bits 0 and 2, of 2s + 1 at
+                // 4 and 6; each goes to bits 4-5 of its byte.
+                let highs = [
+                    (_mm512_slli_epi16::<4>(hb), _mm512_slli_epi16::<2>(hb)),
+                    (hb, _mm512_srli_epi16::<2>(hb)),
+                ];
+                for (e, (h0, h1)) in highs.into_iter().enumerate() {
+                    let g = 2 * s + e;
+                    // SAFETY: `g * 64 + 64` is within `lo` (2048 bytes).
+                    let w = unsafe { _mm512_loadu_si512(t.lo.as_ptr().add(g * 64).cast()) };
+                    let v0 =
+                        _mm512_or_si512(_mm512_and_si512(w, low4), _mm512_and_si512(h0, high2));
+                    let w1 = _mm512_and_si512(_mm512_srli_epi16::<4>(w), low4);
+                    let v1 = _mm512_or_si512(w1, _mm512_and_si512(h1, high2));
+                    for i in 0..R {
+                        let (x0, x1) = (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4));
+                        p[i] = _mm512_dpbusd_epi32(p[i], v0, _mm512_set1_epi32(x0));
+                        p[i] = _mm512_dpbusd_epi32(p[i], v1, _mm512_set1_epi32(x1));
+                    }
+                }
+                // SAFETY: `s * 16 + 16` is within `scales` (256 bytes).
+                let sc8 = unsafe { _mm_loadu_si128(t.scales.as_ptr().add(s * ROWS).cast()) };
+                let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc8));
+                for i in 0..R {
+                    sub[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[i]), sc, sub[i]);
+                }
+            }
+            // SAFETY: `d` is 16 f16 values.
+            let d = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(t.d.as_ptr().cast()) });
+            for i in 0..R {
+                let v = _mm512_mul_ps(d, sub[i]);
+                acc[i] = _mm512_fmadd_ps(v, _mm512_set1_ps(a[i].d), acc[i]);
+            }
+        }
+        for i in 0..R {
+            // SAFETY: a row of `out` is 16 floats.
+            unsafe { _mm512_storeu_ps(out[i].as_mut_ptr(), acc[i]) };
+        }
+    }
+
+    /// The same on AVX2, eight rows to a 256-bit register, `maddubs` in
+    /// place of `dpbusd` (2 × 2 × 63 × 127 < 2¹⁵ for the two halves of a
+    /// group added in 16 bits).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q6k_avx2<const R: usize>(
+        tiles: &[Q6KTile],
+        xs: &[&[Q8Super]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        let low4 = _mm256_set1_epi8(0x0F);
+        let high2 = _mm256_set1_epi8(0x30);
+        let ones = _mm256_set1_epi16(1);
+        for half in 0..ROWS / LANES {
+            let mut acc = [_mm256_setzero_ps(); R];
+            for (b, t) in tiles.iter().enumerate() {
+                let a: [&Q8Super; R] = std::array::from_fn(|i| &xs[i][b]);
+                let mut sub = [_mm256_setzero_ps(); R];
+                for s in 0..16 {
+                    let mut p: [__m256i; R] =
+                        std::array::from_fn(|i| _mm256_set1_epi32(-32 * i32::from(a[i].sums16[s])));
+                    let at = s * ROWS * 4 + half * LANES * 4;
+                    // SAFETY: `at + 32` is within `hi` (1024 bytes).
+                    let hb = unsafe { _mm256_loadu_si256(t.hi.as_ptr().add(at).cast()) };
+                    let highs = [
+                        (_mm256_slli_epi16::<4>(hb), _mm256_slli_epi16::<2>(hb)),
+                        (hb, _mm256_srli_epi16::<2>(hb)),
+                    ];
+                    for (e, (h0, h1)) in highs.into_iter().enumerate() {
+                        let g = 2 * s + e;
+                        let at = g * ROWS * 4 + half * LANES * 4;
+                        // SAFETY: `at + 32` is within `lo` (2048 bytes).
+                        let w = unsafe { _mm256_loadu_si256(t.lo.as_ptr().add(at).cast()) };
+                        let v0 =
+                            _mm256_or_si256(_mm256_and_si256(w, low4), _mm256_and_si256(h0, high2));
+                        let w1 = _mm256_and_si256(_mm256_srli_epi16::<4>(w), low4);
+                        let v1 = _mm256_or_si256(w1, _mm256_and_si256(h1, high2));
+                        for i in 0..R {
+                            let (x0, x1) = (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4));
+                            let l = _mm256_maddubs_epi16(v0, _mm256_set1_epi32(x0));
+                            let h = _mm256_maddubs_epi16(v1, _mm256_set1_epi32(x1));
+                            let pairs = _mm256_madd_epi16(_mm256_add_epi16(l, h), ones);
+                            p[i] = _mm256_add_epi32(p[i], pairs);
+                        }
+                    }
+                    let at = s * ROWS + half * LANES;
+                    // SAFETY: `at + 8` is within `scales` (256 bytes).
+                    let sc8 = unsafe { _mm_loadl_epi64(t.scales.as_ptr().add(at).cast()) };
+                    let sc = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8));
+                    for i in 0..R {
+                        sub[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p[i]), sc, sub[i]);
+                    }
+                }
+                // SAFETY: `d` is 16 f16 values.
+                let d = _mm256_cvtph_ps(unsafe {
+                    _mm_loadu_si128(t.d.as_ptr().add(half * LANES).cast())
+                });
+                for i in 0..R {
+                    let v = _mm256_mul_ps(d, sub[i]);
+                    acc[i] = _mm256_fmadd_ps(v, _mm256_set1_ps(a[i].d), acc[i]);
+                }
+            }
+            for i in 0..R {
+                // SAFETY: `half * 8 + 8` is within a row of 16.
+                unsafe { _mm256_storeu_ps(out[i].as_mut_ptr().add(half * LANES), acc[i]) };
+            }
+        }
+    }
+}
+
+/// Tiles (16 weight rows each) and activation rows one task multiplies:
+/// about 150 KB of each, so both stay in a core's L2 cache while every
+/// pairing is computed.
+const TASK_TILES: usize = 4;
+const TASK_ROWS: usize = 32;
+
+/// A buffer several tasks write at disjoint places.
+struct Shared<T>(*mut T);
+// SAFETY: tasks write disjoint elements (see `Tiles::new` and
+// `Tiles::matmul`), and the buffer outlives the pool's `execute_chunked`,
+// which joins every task.
+unsafe impl<T> Sync for Shared<T> {}
+
+/// A `rows × cols` matrix as rows of tiles, `[row tile][super-block]`; the
+/// last row of tiles is padded with zero rows.
+#[derive(Clone)]
+struct Tiles<T> {
+    rows: usize,
+    cols: usize,
+    tiles: Vec<T>,
+}
+
+impl<T: Tile> Tiles<T> {
+    /// Repacks raw GGUF blocks on every thread of the kernels' pool.
+    fn new(rows: usize, cols: usize, data: &[u8]) -> Result<Self> {
+        if !cols.is_multiple_of(QK) || data.len() != rows * (cols / QK) * T::BLOCK_BYTES {
+            return Err(Error::Tensor {
+                name: "k-quant matrix".into(),
+                problem: format!("{} bytes do not hold {rows}×{cols} values", data.len()),
+            });
+        }
+        let supers = cols / QK;
+        let count = rows.div_ceil(ROWS) * supers;
+        let mut tiles: Vec<T> = Vec::with_capacity(count);
+        let shared = Shared(tiles.as_mut_ptr());
+        candle_core::utils::barrier_pool().execute_chunked(count, |range| {
+            let shared = &shared;
+            for at in range {
+                let (tile_row, b) = (at / supers, at % supers);
+                let mut tile = T::EMPTY;
+                for r in 0..ROWS.min(rows - tile_row * ROWS) {
+                    let block = ((tile_row * ROWS + r) * supers + b) * T::BLOCK_BYTES;
+                    tile.set_row(r, &data[block..block + T::BLOCK_BYTES]);
+                }
+                // SAFETY: `at` < count, the capacity, and each index is
+                // written by exactly one task.
+                unsafe { shared.0.add(at).write(tile) };
+            }
+        });
+        // SAFETY: the pool has returned, so every one of the `count` tiles
+        // has been written.
+        unsafe { tiles.set_len(count) };
+        Ok(Self { rows, cols, tiles })
+    }
+
+    fn row(&self, i: usize) -> &[T] {
+        let n = self.cols / QK;
+        &self.tiles[i * n..(i + 1) * n]
+    }
+
+    /// `x · Wᵀ` for `m` rows of `x` (each `cols` long), into `m × rows`.
+    fn matmul(&self, simd: SimdLevel, x: &[f32], m: usize) -> Vec<f32> {
+        let supers = self.cols / QK;
+        let mut q8 = Vec::with_capacity(m * supers);
+        for row in x.chunks_exact(self.cols).take(m) {
+            quantize_row(row, &mut q8);
+        }
+        let act: Vec<&[Q8Super]> = q8.chunks_exact(supers).collect();
+        let tile_rows = self.rows.div_ceil(ROWS);
+        let tile_tasks = tile_rows.div_ceil(TASK_TILES);
+        let row_tasks = m.div_ceil(TASK_ROWS);
+        let mut out = vec![0f32; m * self.rows];
+        let shared = Shared(out.as_mut_ptr());
+        candle_core::utils::barrier_pool().execute_chunked(tile_tasks * row_tasks, |range| {
+            let shared = &shared;
+            for task in range {
+                let (tt, rt) = (task / row_tasks, task % row_tasks);
+                let rows = rt * TASK_ROWS..(rt * TASK_ROWS + TASK_ROWS).min(m);
+                for tile in tt * TASK_TILES..(tt * TASK_TILES + TASK_TILES).min(tile_rows) {
+                    let width = (self.rows - tile * ROWS).min(ROWS);
+                    for first in rows.clone().step_by(SHARE) {
+                        let xs = &act[first..(first + SHARE).min(rows.end)];
+                        let mut res = [[0f32; ROWS]; SHARE];
+                        T::dot(simd, self.row(tile), xs, &mut res[..xs.len()]);
+                        for (i, res) in res[..xs.len()].iter().enumerate() {
+                            let at = (first + i) * self.rows + tile * ROWS;
+                            // SAFETY: row `first + i` < m and columns
+                            // `tile * 16 ..+ width` ≤ rows: within `out`, and
+                            // only this task has this (row, tile) pair.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(res.as_ptr(), shared.0.add(at), width)
+                            };
+                        }
+                    }
+                }
+            }
+        });
+        out
+    }
+}
+
+#[derive(Clone)]
+enum Repr {
+    Q4K(Tiles<Q4KTile>),
+    Q6K(Tiles<Q6KTile>),
+}
+
+/// A `rows × cols` matrix of one of the [`KQuantType`]s, multiplied as
+/// `x · Wᵀ` (the layout of every projection in a GGUF file).
+#[derive(Clone)]
+pub struct KQuantMatrix(Repr);
+
+impl std::fmt::Debug for KQuantMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, rows, cols) = self.describe();
+        write!(f, "KQuantMatrix({kind:?}, {rows}×{cols})")
+    }
+}
+
+impl KQuantMatrix {
+    /// Repacks raw GGUF data for a `rows × cols` matrix, on every thread of
+    /// the kernels' pool.
+    pub fn new(kind: KQuantType, rows: usize, cols: usize, data: &[u8]) -> Result<Self> {
+        Ok(Self(match kind {
+            KQuantType::Q4K => Repr::Q4K(Tiles::new(rows, cols, data)?),
+            KQuantType::Q6K => Repr::Q6K(Tiles::new(rows, cols, data)?),
+        }))
+    }
+
+    fn describe(&self) -> (KQuantType, usize, usize) {
+        match &self.0 {
+            Repr::Q4K(t) => (KQuantType::Q4K, t.rows, t.cols),
+            Repr::Q6K(t) => (KQuantType::Q6K, t.rows, t.cols),
+        }
+    }
+
+    /// `x · Wᵀ` for `m` rows of `x` (each `cols` long), into `m × rows`.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_with(SimdLevel::get(), x, m)
+    }
+
+    fn matmul_with(&self, simd: SimdLevel, x: &[f32], m: usize) -> Vec<f32> {
+        match &self.0 {
+            Repr::Q4K(t) => t.matmul(simd, x, m),
+            Repr::Q6K(t) => t.matmul(simd, x, m),
+        }
+    }
+}
+
+impl CustomOp1 for KQuantMatrix {
+    fn name(&self) -> &'static str {
+        "k-quant-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, rows, cols) = self.describe();
+        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
+            candle_core::Error::Msg("quantized matmul needs a contiguous input".into())
+        })?;
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("quantized matmul takes f32 activations")
+        };
+        let dims = layout.shape().dims();
+        let k = *dims.last().unwrap_or(&0);
+        if k != cols {
+            candle_core::bail!("input has {k} columns, the weights {cols}")
+        }
+        let m = layout.shape().elem_count() / k;
+        let out = self.matmul(&data[start..end], m);
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("rank checked above") = rows;
+        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    /// Our product against candle's dequantize-then-multiply in f32, and
+    /// every SIMD kernel the CPU runs against the portable one.
+    fn check(dtype: GgmlDType, rows: usize, cols: usize, m: usize) {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (rows, cols), &dev).unwrap();
+        let qw = QTensor::quantize(&w, dtype).unwrap();
+        let exact_w = qw.dequantize(&dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (m, cols), &dev).unwrap();
+        let want = x
+            .matmul(&exact_w.t().unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let kind = KQuantType::from_ggml(dtype).unwrap();
+        let ours = KQuantMatrix::new(kind, rows, cols, &qw.data().unwrap()).unwrap();
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let portable = ours.matmul_with(SimdLevel::Portable, &xs, m);
+        // 8-bit activations: the error grows like sqrt(cols) × 1/254 of the
+        // row's range.
+        let tolerance = 0.03 * (cols as f32).sqrt();
+        for (at, (p, w)) in portable.iter().zip(&want).enumerate() {
+            assert!(
+                (p - w).abs() < tolerance,
+                "{dtype:?} {at}: {p} vs exact {w}"
+            );
+        }
+        for simd in [SimdLevel::Avx2, SimdLevel::Vnni] {
+            if simd > SimdLevel::get() {
+                continue;
+            }
+            let got = ours.matmul_with(simd, &xs, m);
+            for (at, (g, p)) in got.iter().zip(&portable).enumerate() {
+                let close = (g - p).abs() < 1e-3 * (1.0 + p.abs());
+                assert!(close, "{dtype:?} {simd:?} {at}: {g} vs portable {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn q4k_matches_dequantized_matmul() {
+        check(GgmlDType::Q4K, 48, 512, 1);
+        // Row counts that are not multiples of the tile or of the rows
+        // sharing a load, and more than one task of each.
+        check(GgmlDType::Q4K, 75, 256, 7);
+        check(GgmlDType::Q4K, 130, 768, 37);
+    }
+
+    #[test]
+    fn q6k_matches_dequantized_matmul() {
+        check(GgmlDType::Q6K, 48, 512, 1);
+        check(GgmlDType::Q6K, 75, 256, 7);
+        check(GgmlDType::Q6K, 130, 768, 37);
+    }
+
+    #[test]
+    fn wrong_sizes_are_errors() {
+        assert!(KQuantMatrix::new(KQuantType::Q4K, 2, 256, &[0; 287]).is_err());
+        assert!(KQuantMatrix::new(KQuantType::Q4K, 2, 200, &[0; 288]).is_err());
+        assert!(KQuantMatrix::new(KQuantType::Q6K, 2, 256, &[0; 421]).is_err());
+    }
+}
