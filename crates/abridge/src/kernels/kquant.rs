@@ -65,24 +65,51 @@ struct Q8Super {
     d: f32,
 }
 
-fn quantize_row(x: &[f32], out: &mut Vec<Q8Super>) {
-    for chunk in x.chunks_exact(QK) {
-        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut s = Q8Super {
-            q: [0; QK],
-            sums16: [0; 16],
-            sums: [0; 8],
-            d,
-        };
-        for (t, (q, v)) in s.q.iter_mut().zip(chunk).enumerate() {
-            *q = (v * inv).round() as i8;
-            s.sums16[t / 16] += i16::from(*q);
-            s.sums[t / 32] += i16::from(*q);
-        }
-        out.push(s);
+fn quantize_super(chunk: &[f32]) -> Q8Super {
+    let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut s = Q8Super {
+        q: [0; QK],
+        sums16: [0; 16],
+        sums: [0; 8],
+        d,
+    };
+    for (t, (q, v)) in s.q.iter_mut().zip(chunk).enumerate() {
+        *q = (v * inv).round() as i8;
+        s.sums16[t / 16] += i16::from(*q);
+        s.sums[t / 32] += i16::from(*q);
     }
+    s
+}
+
+/// The first `m` rows of `x`, `cols` long each, as super-blocks of 8-bit
+/// values, `[row][super-block]`. A prompt's rows are split across the
+/// kernels' pool: on one thread they cost several percent of the product.
+/// A generated token's one row is not: waking the pool would cost more.
+fn quantize_rows(x: &[f32], cols: usize, m: usize) -> Vec<Q8Super> {
+    let supers = cols / QK;
+    let count = m * supers;
+    if m == 1 {
+        return x[..count * QK]
+            .chunks_exact(QK)
+            .map(quantize_super)
+            .collect();
+    }
+    let mut q8: Vec<Q8Super> = Vec::with_capacity(count);
+    let shared = Shared(q8.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(count, |range| {
+        let shared = &shared;
+        for at in range {
+            let s = quantize_super(&x[at * QK..(at + 1) * QK]);
+            // SAFETY: `at` < count, the capacity, and each index is written
+            // by exactly one task.
+            unsafe { shared.0.add(at).write(s) };
+        }
+    });
+    // SAFETY: the pool has returned, so all `count` blocks are written.
+    unsafe { q8.set_len(count) };
+    q8
 }
 
 fn widen(bits: u16) -> f32 {
@@ -345,15 +372,15 @@ mod x86 {
     use super::{LANES, Q4KTile, Q6KTile, Q8Super, ROWS};
     use std::arch::x86_64::*;
 
-    /// Four activation bytes from `at` (a multiple of four), as one i32.
-    #[inline]
-    fn four(q: &[i8; 256], at: usize) -> i32 {
-        i32::from_le_bytes([
-            q[at] as u8,
-            q[at + 1] as u8,
-            q[at + 2] as u8,
-            q[at + 3] as u8,
-        ])
+    /// Four activation bytes from `at`, as one i32: a plain load the
+    /// compiler folds into the broadcast operand of the dot product.
+    ///
+    /// # Safety
+    /// `at + 4` must be at most 256.
+    #[inline(always)]
+    unsafe fn four(q: &[i8; 256], at: usize) -> i32 {
+        // SAFETY: the caller keeps `at + 4` within the 256 bytes.
+        unsafe { q.as_ptr().add(at).cast::<i32>().read_unaligned() }
     }
 
     /// Sums of sub-blocks `2 * pair` and `2 * pair + 1`, as the two i16
@@ -388,7 +415,8 @@ mod x86 {
                     let lo = _mm512_and_si512(w, low4);
                     let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(w), low4);
                     for i in 0..R {
-                        let (x0, x1) = (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4));
+                        // SAFETY: `8 * g + 8` ≤ 256.
+                        let (x0, x1) = unsafe { (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4)) };
                         p[i] = _mm512_dpbusd_epi32(p[i], lo, _mm512_set1_epi32(x0));
                         p[i] = _mm512_dpbusd_epi32(p[i], hi, _mm512_set1_epi32(x1));
                     }
@@ -457,7 +485,9 @@ mod x86 {
                         let lo = _mm256_and_si256(w, low4);
                         let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(w), low4);
                         for i in 0..R {
-                            let (x0, x1) = (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4));
+                            // SAFETY: `8 * g + 8` ≤ 256.
+                            let (x0, x1) =
+                                unsafe { (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4)) };
                             let l = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(x0));
                             let h = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(x1));
                             p[i] = _mm256_add_epi16(p[i], _mm256_add_epi16(l, h));
@@ -541,7 +571,8 @@ mod x86 {
                     let w1 = _mm512_and_si512(_mm512_srli_epi16::<4>(w), low4);
                     let v1 = _mm512_or_si512(w1, _mm512_and_si512(h1, high2));
                     for i in 0..R {
-                        let (x0, x1) = (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4));
+                        // SAFETY: `8 * g + 8` ≤ 256.
+                        let (x0, x1) = unsafe { (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4)) };
                         p[i] = _mm512_dpbusd_epi32(p[i], v0, _mm512_set1_epi32(x0));
                         p[i] = _mm512_dpbusd_epi32(p[i], v1, _mm512_set1_epi32(x1));
                     }
@@ -606,7 +637,9 @@ mod x86 {
                         let w1 = _mm256_and_si256(_mm256_srli_epi16::<4>(w), low4);
                         let v1 = _mm256_or_si256(w1, _mm256_and_si256(h1, high2));
                         for i in 0..R {
-                            let (x0, x1) = (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4));
+                            // SAFETY: `8 * g + 8` ≤ 256.
+                            let (x0, x1) =
+                                unsafe { (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4)) };
                             let l = _mm256_maddubs_epi16(v0, _mm256_set1_epi32(x0));
                             let h = _mm256_maddubs_epi16(v1, _mm256_set1_epi32(x1));
                             let pairs = _mm256_madd_epi16(_mm256_add_epi16(l, h), ones);
@@ -701,10 +734,7 @@ impl<T: Tile> Tiles<T> {
     /// `x · Wᵀ` for `m` rows of `x` (each `cols` long), into `m × rows`.
     fn matmul(&self, simd: SimdLevel, x: &[f32], m: usize) -> Vec<f32> {
         let supers = self.cols / QK;
-        let mut q8 = Vec::with_capacity(m * supers);
-        for row in x.chunks_exact(self.cols).take(m) {
-            quantize_row(row, &mut q8);
-        }
+        let q8 = quantize_rows(x, self.cols, m);
         let act: Vec<&[Q8Super]> = q8.chunks_exact(supers).collect();
         let tile_rows = self.rows.div_ceil(ROWS);
         let tile_tasks = tile_rows.div_ceil(TASK_TILES);
@@ -775,6 +805,9 @@ impl KQuantMatrix {
     }
 
     /// `x · Wᵀ` for `m` rows of `x` (each `cols` long), into `m × rows`.
+    ///
+    /// # Panics
+    /// If `x` holds fewer than `m × cols` values.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         self.matmul_with(SimdLevel::get(), x, m)
     }
