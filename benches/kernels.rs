@@ -3,6 +3,7 @@
 //! f16 cache at two depths. `cargo bench --bench kernels`.
 
 use abridge::kernels::attention::attention;
+use abridge::kernels::kquant::{KQuantMatrix, KQuantType};
 use abridge::kernels::quant::{LegacyMatrix, LegacyType};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
@@ -17,6 +18,10 @@ const SHAPES: [(usize, usize); 4] = [(4096, 4096), (14336, 4096), (4096, 14336),
 
 /// Activation rows: one generated token, and a block of prompt tokens.
 const ROWS: [usize; 2] = [1, 64];
+
+/// One generated token and a whole 512-token prompt batch, for the 7B's
+/// own weight types.
+const PROMPT_ROWS: [usize; 2] = [1, 512];
 
 fn weights(rows: usize, cols: usize, dtype: GgmlDType) -> QTensor {
     let w = Tensor::randn(0f32, 0.02, (rows, cols), &Device::Cpu).unwrap();
@@ -35,16 +40,38 @@ fn q4k_matmul<const M: usize>(bencher: divan::Bencher, (rows, cols): (usize, usi
     bencher.bench_local(|| w.forward(&x).unwrap());
 }
 
+fn flat_activations(m: usize, cols: usize) -> Vec<f32> {
+    activations(m, cols)
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+/// Q4_K through our own kernel, repacked as the loader does.
+#[divan::bench(args = SHAPES, consts = PROMPT_ROWS, sample_count = 3)]
+fn q4k_own<const M: usize>(bencher: divan::Bencher, (rows, cols): (usize, usize)) {
+    let q = weights(rows, cols, GgmlDType::Q4K);
+    let w = KQuantMatrix::new(KQuantType::Q4K, rows, cols, &q.data().unwrap()).unwrap();
+    let x = flat_activations(M, cols);
+    bencher.bench_local(|| w.matmul(&x, M));
+}
+
+/// Q6_K (the 7B's value, down and output weights) through our own kernel.
+#[divan::bench(args = SHAPES, consts = PROMPT_ROWS, sample_count = 3)]
+fn q6k_own<const M: usize>(bencher: divan::Bencher, (rows, cols): (usize, usize)) {
+    let q = weights(rows, cols, GgmlDType::Q6K);
+    let w = KQuantMatrix::new(KQuantType::Q6K, rows, cols, &q.data().unwrap()).unwrap();
+    let x = flat_activations(M, cols);
+    bencher.bench_local(|| w.matmul(&x, M));
+}
+
 /// Q5_0 (Qwen2.5's attention and gate/up weights) through our own kernel.
 #[divan::bench(args = SHAPES, consts = ROWS, sample_count = 5)]
 fn q5_0_matmul<const M: usize>(bencher: divan::Bencher, (rows, cols): (usize, usize)) {
     let q = weights(rows, cols, GgmlDType::Q5_0);
     let w = LegacyMatrix::new(LegacyType::Q5_0, rows, cols, &q.data().unwrap()).unwrap();
-    let x = activations(M, cols)
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let x = flat_activations(M, cols);
     bencher.bench_local(|| w.matmul(&x, M));
 }
 
