@@ -29,8 +29,12 @@ const QK: usize = 256;
 const ROWS: usize = 16;
 /// Rows per 256-bit register: a tile is two of these.
 const LANES: usize = 8;
-/// Activation rows that share each load of weights.
-const SHARE: usize = 4;
+/// Activation rows that share each load of weights: as many as the 512-bit
+/// kernels keep accumulators for in their 32 registers.
+const SHARE: usize = 8;
+/// The same for the AVX2 kernels, which have 16 registers.
+#[cfg(target_arch = "x86_64")]
+const SHARE_AVX2: usize = 4;
 
 /// The block types these kernels cover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,24 +136,36 @@ trait Tile: Copy + Send + Sync {
 }
 
 /// Calls `x86::$kernel::<R>` with `xs` and `out` as arrays of their length (1 to
-/// [`SHARE`]), so each count gets a kernel with its accumulators in
-/// registers.
+/// [`SHARE`], or to [`SHARE_AVX2`] for the AVX2 kernels), so each count gets a
+/// kernel with its accumulators in registers.
 #[cfg(target_arch = "x86_64")]
 macro_rules! with_rows {
-    ($kernel:ident, $tiles:expr, $xs:expr, $out:expr) => {{
-        macro_rules! call {
-            ($r:literal) => {{
-                let xs: &[&[Q8Super]; $r] = $xs.try_into().expect("length matched");
-                let out: &mut [[f32; ROWS]; $r] = $out.try_into().expect("length matched");
-                // SAFETY: the caller checked the kernel's CPU features.
-                unsafe { x86::$kernel::<$r>($tiles, xs, out) }
-            }};
-        }
+    (@call $kernel:ident, $tiles:expr, $xs:expr, $out:expr, $r:literal) => {{
+        let xs: &[&[Q8Super]; $r] = $xs.try_into().expect("length matched");
+        let out: &mut [[f32; ROWS]; $r] = $out.try_into().expect("length matched");
+        // SAFETY: the caller checked the kernel's CPU features.
+        unsafe { x86::$kernel::<$r>($tiles, xs, out) }
+    }};
+    (avx512 $kernel:ident, $tiles:expr, $xs:expr, $out:expr) => {{
         match $xs.len() {
-            4 => call!(4),
-            3 => call!(3),
-            2 => call!(2),
-            _ => call!(1),
+            8 => with_rows!(@call $kernel, $tiles, $xs, $out, 8),
+            7 => with_rows!(@call $kernel, $tiles, $xs, $out, 7),
+            6 => with_rows!(@call $kernel, $tiles, $xs, $out, 6),
+            5 => with_rows!(@call $kernel, $tiles, $xs, $out, 5),
+            4 => with_rows!(@call $kernel, $tiles, $xs, $out, 4),
+            3 => with_rows!(@call $kernel, $tiles, $xs, $out, 3),
+            2 => with_rows!(@call $kernel, $tiles, $xs, $out, 2),
+            _ => with_rows!(@call $kernel, $tiles, $xs, $out, 1),
+        }
+    }};
+    (avx2 $kernel:ident, $tiles:expr, $xs:expr, $out:expr) => {{
+        for (xs, out) in $xs.chunks(SHARE_AVX2).zip($out.chunks_mut(SHARE_AVX2)) {
+            match xs.len() {
+                4 => with_rows!(@call $kernel, $tiles, xs, out, 4),
+                3 => with_rows!(@call $kernel, $tiles, xs, out, 3),
+                2 => with_rows!(@call $kernel, $tiles, xs, out, 2),
+                _ => with_rows!(@call $kernel, $tiles, xs, out, 1),
+            }
         }
     }};
 }
@@ -257,9 +273,9 @@ impl Tile for Q4KTile {
     fn dot(simd: SimdLevel, tiles: &[Self], xs: &[&[Q8Super]], out: &mut [[f32; ROWS]]) {
         match simd {
             #[cfg(target_arch = "x86_64")]
-            SimdLevel::Vnni => with_rows!(q4k_avx512, tiles, xs, out),
+            SimdLevel::Vnni => with_rows!(avx512 q4k_avx512, tiles, xs, out),
             #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx2 => with_rows!(q4k_avx2, tiles, xs, out),
+            SimdLevel::Avx2 => with_rows!(avx2 q4k_avx2, tiles, xs, out),
             _ => Self::dot_portable(tiles, xs, out),
         }
     }
@@ -359,9 +375,9 @@ impl Tile for Q6KTile {
     fn dot(simd: SimdLevel, tiles: &[Self], xs: &[&[Q8Super]], out: &mut [[f32; ROWS]]) {
         match simd {
             #[cfg(target_arch = "x86_64")]
-            SimdLevel::Vnni => with_rows!(q6k_avx512, tiles, xs, out),
+            SimdLevel::Vnni => with_rows!(avx512 q6k_avx512, tiles, xs, out),
             #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx2 => with_rows!(q6k_avx2, tiles, xs, out),
+            SimdLevel::Avx2 => with_rows!(avx2 q6k_avx2, tiles, xs, out),
             _ => Self::dot_portable(tiles, xs, out),
         }
     }
