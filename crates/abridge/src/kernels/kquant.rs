@@ -9,33 +9,20 @@
 //! file's pages into the only copy: `Q4_K` 2.8% larger than the file (scales
 //! unpacked to bytes), `Q6_K` the file's size.
 //!
-//! The layout is built for integer dot products across rows: a tile holds
-//! 16 weight rows of one 256-value super-block, and one load carries four
-//! consecutive values of each row (as nibbles, eight values a lane, with
-//! `Q6_K`'s two high bits in a plane of their own), so one VNNI `dpbusd` (or
-//! AVX2 `maddubs`) adds four products into every row's lane. Each load of
-//! weights serves four activation rows, and each task multiplies a block of
-//! weight tiles by a block of activation rows that both stay in cache.
+//! A tile (see `tiles`) holds 16 weight rows of one 256-value super-block:
+//! the 4-bit values as nibbles, eight values a lane, with `Q6_K`'s two high
+//! bits in a plane of their own, and the sub-block scales of all 16 rows
+//! side by side so one vector widens them.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use half::f16;
 
 use super::simd::SimdLevel;
-use crate::error::{Error, Result};
+use super::tiles::{ROWS, Tile, Tiles, apply};
+use crate::error::Result;
 
 /// Values per super-block, the unit k-quant scales are stored for.
 const QK: usize = 256;
-/// Weight rows per tile.
-const ROWS: usize = 16;
-/// Rows per 256-bit register: a tile is two of these.
-const LANES: usize = 8;
-/// Activation rows that share each load of weights: as many as the 512-bit
-/// kernels keep accumulators for in their 32 registers.
-const SHARE: usize = 8;
-/// The same for the AVX2 kernels, which have 16 registers.
-#[cfg(target_arch = "x86_64")]
-const SHARE_AVX2: usize = 4;
-
 /// The block types these kernels cover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KQuantType {
@@ -87,87 +74,8 @@ fn quantize_super(chunk: &[f32]) -> Q8Super {
     s
 }
 
-/// The first `m` rows of `x`, `cols` long each, as super-blocks of 8-bit
-/// values, `[row][super-block]`. A prompt's rows are split across the
-/// kernels' pool: on one thread they cost several percent of the product.
-/// A generated token's one row is not: waking the pool would cost more.
-fn quantize_rows(x: &[f32], cols: usize, m: usize) -> Vec<Q8Super> {
-    let supers = cols / QK;
-    let count = m * supers;
-    if m == 1 {
-        return x[..count * QK]
-            .chunks_exact(QK)
-            .map(quantize_super)
-            .collect();
-    }
-    let mut q8: Vec<Q8Super> = Vec::with_capacity(count);
-    let shared = Shared(q8.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(count, |range| {
-        let shared = &shared;
-        for at in range {
-            let s = quantize_super(&x[at * QK..(at + 1) * QK]);
-            // SAFETY: `at` < count, the capacity, and each index is written
-            // by exactly one task.
-            unsafe { shared.0.add(at).write(s) };
-        }
-    });
-    // SAFETY: the pool has returned, so all `count` blocks are written.
-    unsafe { q8.set_len(count) };
-    q8
-}
-
 fn widen(bits: u16) -> f32 {
     f16::from_bits(bits).to_f32()
-}
-
-/// What the matrix product needs of a tile type.
-trait Tile: Copy + Send + Sync {
-    /// A tile of zero rows (scales zero), for padding.
-    const EMPTY: Self;
-    /// Bytes of one block (one row's super-block) in the file.
-    const BLOCK_BYTES: usize;
-    /// Stores row `r` from one file block.
-    fn set_row(&mut self, r: usize, block: &[u8]);
-    /// `out[i][r]`: the dot product of weight row `r` of `tiles` (one row of
-    /// tiles, every super-block) with activation row `xs[i]`, in plain Rust.
-    fn dot_portable(tiles: &[Self], xs: &[&[Q8Super]], out: &mut [[f32; ROWS]]);
-    /// The same for up to [`SHARE`] rows, by the best kernel `simd` allows.
-    fn dot(simd: SimdLevel, tiles: &[Self], xs: &[&[Q8Super]], out: &mut [[f32; ROWS]]);
-}
-
-/// Calls `x86::$kernel::<R>` with `xs` and `out` as arrays of their length (1 to
-/// [`SHARE`], or to [`SHARE_AVX2`] for the AVX2 kernels), so each count gets a
-/// kernel with its accumulators in registers.
-#[cfg(target_arch = "x86_64")]
-macro_rules! with_rows {
-    (@call $kernel:ident, $tiles:expr, $xs:expr, $out:expr, $r:literal) => {{
-        let xs: &[&[Q8Super]; $r] = $xs.try_into().expect("length matched");
-        let out: &mut [[f32; ROWS]; $r] = $out.try_into().expect("length matched");
-        // SAFETY: the caller checked the kernel's CPU features.
-        unsafe { x86::$kernel::<$r>($tiles, xs, out) }
-    }};
-    (avx512 $kernel:ident, $tiles:expr, $xs:expr, $out:expr) => {{
-        match $xs.len() {
-            8 => with_rows!(@call $kernel, $tiles, $xs, $out, 8),
-            7 => with_rows!(@call $kernel, $tiles, $xs, $out, 7),
-            6 => with_rows!(@call $kernel, $tiles, $xs, $out, 6),
-            5 => with_rows!(@call $kernel, $tiles, $xs, $out, 5),
-            4 => with_rows!(@call $kernel, $tiles, $xs, $out, 4),
-            3 => with_rows!(@call $kernel, $tiles, $xs, $out, 3),
-            2 => with_rows!(@call $kernel, $tiles, $xs, $out, 2),
-            _ => with_rows!(@call $kernel, $tiles, $xs, $out, 1),
-        }
-    }};
-    (avx2 $kernel:ident, $tiles:expr, $xs:expr, $out:expr) => {{
-        for (xs, out) in $xs.chunks(SHARE_AVX2).zip($out.chunks_mut(SHARE_AVX2)) {
-            match xs.len() {
-                4 => with_rows!(@call $kernel, $tiles, xs, out, 4),
-                3 => with_rows!(@call $kernel, $tiles, xs, out, 3),
-                2 => with_rows!(@call $kernel, $tiles, xs, out, 2),
-                _ => with_rows!(@call $kernel, $tiles, xs, out, 1),
-            }
-        }
-    }};
 }
 
 /// 16 rows × 256 values of a `Q4_K` matrix.
@@ -218,6 +126,9 @@ fn scale_min(packed: &[u8], j: usize) -> (u8, u8) {
 }
 
 impl Tile for Q4KTile {
+    type Act = Q8Super;
+    const NAME: &'static str = "Q4_K";
+    const VALUES: usize = QK;
     const EMPTY: Self = Self {
         qs: [0; QK / 8 * ROWS * 4],
         scales: [0; 8 * ROWS],
@@ -226,6 +137,10 @@ impl Tile for Q4KTile {
         dmin: [0; ROWS],
     };
     const BLOCK_BYTES: usize = 144;
+
+    fn quantize(x: &[f32]) -> Q8Super {
+        quantize_super(x)
+    }
 
     fn set_row(&mut self, r: usize, block: &[u8]) {
         self.d[r] = u16::from_le_bytes([block[0], block[1]]);
@@ -270,14 +185,24 @@ impl Tile for Q4KTile {
         }
     }
 
-    fn dot(simd: SimdLevel, tiles: &[Self], xs: &[&[Q8Super]], out: &mut [[f32; ROWS]]) {
-        match simd {
-            #[cfg(target_arch = "x86_64")]
-            SimdLevel::Vnni => with_rows!(avx512 q4k_avx512, tiles, xs, out),
-            #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx2 => with_rows!(avx2 q4k_avx2, tiles, xs, out),
-            _ => Self::dot_portable(tiles, xs, out),
-        }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx512<const R: usize>(
+        tiles: &[Self],
+        xs: &[&[Q8Super]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        // SAFETY: the caller checked the CPU features.
+        unsafe { x86::q4k_avx512(tiles, xs, out) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2<const R: usize>(
+        tiles: &[Self],
+        xs: &[&[Q8Super]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        // SAFETY: the caller checked the CPU features.
+        unsafe { x86::q4k_avx2(tiles, xs, out) }
     }
 }
 
@@ -322,6 +247,9 @@ impl Q6KTile {
 }
 
 impl Tile for Q6KTile {
+    type Act = Q8Super;
+    const NAME: &'static str = "Q6_K";
+    const VALUES: usize = QK;
     const EMPTY: Self = Self {
         lo: [0; QK / 8 * ROWS * 4],
         hi: [0; QK / 16 * ROWS * 4],
@@ -329,6 +257,10 @@ impl Tile for Q6KTile {
         d: [0; ROWS],
     };
     const BLOCK_BYTES: usize = 210;
+
+    fn quantize(x: &[f32]) -> Q8Super {
+        quantize_super(x)
+    }
 
     fn set_row(&mut self, r: usize, block: &[u8]) {
         self.d[r] = u16::from_le_bytes([block[208], block[209]]);
@@ -372,32 +304,32 @@ impl Tile for Q6KTile {
         }
     }
 
-    fn dot(simd: SimdLevel, tiles: &[Self], xs: &[&[Q8Super]], out: &mut [[f32; ROWS]]) {
-        match simd {
-            #[cfg(target_arch = "x86_64")]
-            SimdLevel::Vnni => with_rows!(avx512 q6k_avx512, tiles, xs, out),
-            #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx2 => with_rows!(avx2 q6k_avx2, tiles, xs, out),
-            _ => Self::dot_portable(tiles, xs, out),
-        }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx512<const R: usize>(
+        tiles: &[Self],
+        xs: &[&[Q8Super]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        // SAFETY: the caller checked the CPU features.
+        unsafe { x86::q6k_avx512(tiles, xs, out) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2<const R: usize>(
+        tiles: &[Self],
+        xs: &[&[Q8Super]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        // SAFETY: the caller checked the CPU features.
+        unsafe { x86::q6k_avx2(tiles, xs, out) }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{LANES, Q4KTile, Q6KTile, Q8Super, ROWS};
+    use super::{Q4KTile, Q6KTile, Q8Super};
+    use crate::kernels::tiles::{LANES, ROWS, four};
     use std::arch::x86_64::*;
-
-    /// Four activation bytes from `at`, as one i32: a plain load the
-    /// compiler folds into the broadcast operand of the dot product.
-    ///
-    /// # Safety
-    /// `at + 4` must be at most 256.
-    #[inline(always)]
-    unsafe fn four(q: &[i8; 256], at: usize) -> i32 {
-        // SAFETY: the caller keeps `at + 4` within the 256 bytes.
-        unsafe { q.as_ptr().add(at).cast::<i32>().read_unaligned() }
-    }
 
     /// Sums of sub-blocks `2 * pair` and `2 * pair + 1`, as the two i16
     /// halves of one i32.
@@ -687,103 +619,6 @@ mod x86 {
     }
 }
 
-/// Tiles (16 weight rows each) and activation rows one task multiplies:
-/// about 150 KB of each, so both stay in a core's L2 cache while every
-/// pairing is computed.
-const TASK_TILES: usize = 4;
-const TASK_ROWS: usize = 32;
-
-/// A buffer several tasks write at disjoint places.
-struct Shared<T>(*mut T);
-// SAFETY: tasks write disjoint elements (see `Tiles::new` and
-// `Tiles::matmul`), and the buffer outlives the pool's `execute_chunked`,
-// which joins every task.
-unsafe impl<T> Sync for Shared<T> {}
-
-/// A `rows × cols` matrix as rows of tiles, `[row tile][super-block]`; the
-/// last row of tiles is padded with zero rows.
-struct Tiles<T> {
-    rows: usize,
-    cols: usize,
-    tiles: Vec<T>,
-}
-
-impl<T: Tile> Tiles<T> {
-    /// Repacks raw GGUF blocks on every thread of the kernels' pool.
-    fn new(rows: usize, cols: usize, data: &[u8]) -> Result<Self> {
-        if !cols.is_multiple_of(QK) || data.len() != rows * (cols / QK) * T::BLOCK_BYTES {
-            return Err(Error::Tensor {
-                name: "k-quant matrix".into(),
-                problem: format!("{} bytes do not hold {rows}×{cols} values", data.len()),
-            });
-        }
-        let supers = cols / QK;
-        let count = rows.div_ceil(ROWS) * supers;
-        let mut tiles: Vec<T> = Vec::with_capacity(count);
-        let shared = Shared(tiles.as_mut_ptr());
-        candle_core::utils::barrier_pool().execute_chunked(count, |range| {
-            let shared = &shared;
-            for at in range {
-                let (tile_row, b) = (at / supers, at % supers);
-                let mut tile = T::EMPTY;
-                for r in 0..ROWS.min(rows - tile_row * ROWS) {
-                    let block = ((tile_row * ROWS + r) * supers + b) * T::BLOCK_BYTES;
-                    tile.set_row(r, &data[block..block + T::BLOCK_BYTES]);
-                }
-                // SAFETY: `at` < count, the capacity, and each index is
-                // written by exactly one task.
-                unsafe { shared.0.add(at).write(tile) };
-            }
-        });
-        // SAFETY: the pool has returned, so every one of the `count` tiles
-        // has been written.
-        unsafe { tiles.set_len(count) };
-        Ok(Self { rows, cols, tiles })
-    }
-
-    fn row(&self, i: usize) -> &[T] {
-        let n = self.cols / QK;
-        &self.tiles[i * n..(i + 1) * n]
-    }
-
-    /// `x · Wᵀ` for `m` rows of `x` (each `cols` long), into `m × rows`.
-    fn matmul(&self, simd: SimdLevel, x: &[f32], m: usize) -> Vec<f32> {
-        let supers = self.cols / QK;
-        let q8 = quantize_rows(x, self.cols, m);
-        let act: Vec<&[Q8Super]> = q8.chunks_exact(supers).collect();
-        let tile_rows = self.rows.div_ceil(ROWS);
-        let tile_tasks = tile_rows.div_ceil(TASK_TILES);
-        let row_tasks = m.div_ceil(TASK_ROWS);
-        let mut out = vec![0f32; m * self.rows];
-        let shared = Shared(out.as_mut_ptr());
-        candle_core::utils::barrier_pool().execute_chunked(tile_tasks * row_tasks, |range| {
-            let shared = &shared;
-            for task in range {
-                let (tt, rt) = (task / row_tasks, task % row_tasks);
-                let rows = rt * TASK_ROWS..(rt * TASK_ROWS + TASK_ROWS).min(m);
-                for tile in tt * TASK_TILES..(tt * TASK_TILES + TASK_TILES).min(tile_rows) {
-                    let width = (self.rows - tile * ROWS).min(ROWS);
-                    for first in rows.clone().step_by(SHARE) {
-                        let xs = &act[first..(first + SHARE).min(rows.end)];
-                        let mut res = [[0f32; ROWS]; SHARE];
-                        T::dot(simd, self.row(tile), xs, &mut res[..xs.len()]);
-                        for (i, res) in res[..xs.len()].iter().enumerate() {
-                            let at = (first + i) * self.rows + tile * ROWS;
-                            // SAFETY: row `first + i` < m and columns
-                            // `tile * 16 ..+ width` ≤ rows: within `out`, and
-                            // only this task has this (row, tile) pair.
-                            unsafe {
-                                std::ptr::copy_nonoverlapping(res.as_ptr(), shared.0.add(at), width)
-                            };
-                        }
-                    }
-                }
-            }
-        });
-        out
-    }
-}
-
 enum Repr {
     Q4K(Tiles<Q4KTile>),
     Q6K(Tiles<Q6KTile>),
@@ -844,22 +679,7 @@ impl CustomOp1 for KQuantMatrix {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (_, rows, cols) = self.describe();
-        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
-            candle_core::Error::Msg("quantized matmul needs a contiguous input".into())
-        })?;
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("quantized matmul takes f32 activations")
-        };
-        let dims = layout.shape().dims();
-        let k = *dims.last().unwrap_or(&0);
-        if k != cols {
-            candle_core::bail!("input has {k} columns, the weights {cols}")
-        }
-        let m = layout.shape().elem_count() / k;
-        let out = self.matmul(&data[start..end], m);
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("rank checked above") = rows;
-        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+        apply(storage, layout, (rows, cols), |x, m| self.matmul(x, m))
     }
 }
 

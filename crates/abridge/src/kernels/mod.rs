@@ -1,5 +1,6 @@
 //! Our own CPU kernels, for the work where candle-core's are slow: matrix
-//! products of the legacy quantized block types and of `Q4_K`, and attention over the f16
+//! products of the legacy quantized block types and of `Q4_K` and `Q6_K` (in tiles,
+//! `tiles`), and attention over the f16
 //! key/value cache.
 //!
 //! Each kernel has an x86 path chosen at run time and a portable one, so one
@@ -12,3 +13,4 @@ pub mod attention;
 pub mod kquant;
 pub mod quant;
 pub(crate) mod simd;
+mod tiles;
