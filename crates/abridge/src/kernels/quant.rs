@@ -17,6 +17,7 @@ use half::f16;
 use std::sync::Mutex;
 
 use super::simd::SimdLevel;
+use super::tiles::apply;
 use crate::error::{Error, Result};
 
 /// Values per quantization block.
@@ -378,22 +379,9 @@ impl CustomOp1 for LegacyMatrix {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
-            candle_core::Error::Msg("quantized matmul needs a contiguous input".into())
-        })?;
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("quantized matmul takes f32 activations")
-        };
-        let dims = layout.shape().dims();
-        let k = *dims.last().unwrap_or(&0);
-        if k != self.cols {
-            candle_core::bail!("input has {k} columns, the weights {}", self.cols)
-        }
-        let m = layout.shape().elem_count() / k;
-        let out = self.matmul(&data[start..end], m);
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("rank checked above") = self.rows;
-        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+        apply(storage, layout, (self.rows, self.cols), |x, m| {
+            self.matmul(x, m)
+        })
     }
 }
 
