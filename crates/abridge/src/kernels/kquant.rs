@@ -757,6 +757,26 @@ mod tests {
     }
 
     #[test]
+    fn inputs_the_product_cannot_take_are_errors() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (16, 256), &dev).unwrap();
+        let qw = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
+        let ours = KQuantMatrix::new(KQuantType::Q4K, 16, 256, &qw.data().unwrap()).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (3, 256), &dev).unwrap();
+        assert_eq!(x.apply_op1_no_bwd(&ours).unwrap().dims(), &[3, 16]);
+        let narrow = Tensor::randn(0f32, 1.0, (3, 128), &dev).unwrap();
+        let half = x.to_dtype(candle_core::DType::F16).unwrap();
+        let strided = Tensor::randn(0f32, 1.0, (256, 3), &dev)
+            .unwrap()
+            .t()
+            .unwrap();
+        for (what, bad) in [("columns", narrow), ("f32", half), ("contiguous", strided)] {
+            let err = bad.apply_op1_no_bwd(&ours).unwrap_err().to_string();
+            assert!(err.contains(what), "{what}: {err}");
+        }
+    }
+
+    #[test]
     fn wrong_sizes_are_errors() {
         assert!(KQuantMatrix::new(KQuantType::Q4K, 2, 256, &[0; 287]).is_err());
         assert!(KQuantMatrix::new(KQuantType::Q4K, 2, 200, &[0; 288]).is_err());
