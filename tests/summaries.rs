@@ -139,3 +139,59 @@ fn qwen_summaries_of_100_words_land_within_a_quarter() {
     assert_eq!(docs.len(), 3);
     assert_no_problems(problems(model(QWEN), &docs, Some(100)));
 }
+
+/// A model asked to repeat itself does; the loop guard catches the repeated
+/// sentence long before the length asked for, and generation goes back to
+/// the end of the last sentence shown and continues without the token that
+/// began the repeat, rather than stop with one sentence. Nothing shown is
+/// taken back.
+#[test]
+fn a_loop_well_short_of_the_length_asked_for_is_replaced_not_cut() {
+    use abridge::{ContextWindow, Event, GenerateOptions, SamplingOptions, TextPolicy};
+    let model = model(SMOLLM2);
+    let sentence = "The quick brown fox jumps over the lazy dog.";
+    let rendered = model
+        .template()
+        .render_turn(
+            None,
+            &format!("Write the same sentence five times: {sentence}"),
+        )
+        .unwrap();
+    let prompt = model.tokenizer().encode_rendered(&rendered).unwrap();
+    let options = GenerateOptions {
+        max_tokens: 200,
+        sampling: SamplingOptions::greedy(),
+        text: TextPolicy {
+            whole_sentences: true,
+            loop_guard: true,
+            target_words: Some(60),
+            hold_end: true,
+        },
+        ..GenerateOptions::default()
+    };
+    let mut cache = model.new_cache(ContextWindow::new(1024).unwrap()).unwrap();
+    let mut shown = String::new();
+    let g = abridge::generate(&model, &mut cache, &prompt, &options, &mut |e| {
+        if let Event::Text(t) = e {
+            shown.push_str(t);
+        }
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    eprintln!("{:?}, {:?}:\n{}", g.stop_reason, g.stats, g.text);
+    assert!(
+        g.stats.discarded_tokens > 0,
+        "the model never repeated itself"
+    );
+    assert_eq!(shown, g.text, "text shown was taken back");
+    assert!(
+        quality::repeated_sentences(&g.text).is_empty(),
+        "{}",
+        g.text
+    );
+    assert!(
+        quality::word_count(&g.text) > quality::word_count(sentence),
+        "stopped at the first sentence: {}",
+        g.text
+    );
+}

@@ -82,6 +82,10 @@ pub(crate) struct Guard {
     released: String,
     pending: String,
     sentences: HashSet<String>,
+    /// Whitespace at the start of the next text is dropped: the shown text
+    /// already ends with the whitespace that followed the sentence the
+    /// decoder went back to.
+    skip_space: bool,
 }
 
 impl Guard {
@@ -111,6 +115,13 @@ impl Guard {
     /// Adds decoded text; returns what may be shown now, and a reason to stop
     /// when there is one.
     pub(crate) fn push(&mut self, text: &str) -> (String, Option<StopReason>) {
+        let text = if self.skip_space {
+            let rest = text.trim_start();
+            self.skip_space = rest.is_empty();
+            rest
+        } else {
+            text
+        };
         self.pending.push_str(text);
         if self.policy.loop_guard && self.ends_in_a_loop() {
             return (String::new(), Some(StopReason::Repetition));
@@ -126,6 +137,9 @@ impl Guard {
             && let Some(at) = self.first_repeat(cut)
         {
             release = at;
+            stop = Some(StopReason::Repetition);
+        }
+        if stop.is_none() && self.policy.loop_guard && self.lines_recycle_phrases(cut) {
             stop = Some(StopReason::Repetition);
         }
         let out: String = self.pending.drain(..release).collect();
@@ -180,6 +194,18 @@ impl Guard {
         None
     }
 
+    /// Whether the whole lines held back after the first `cut` bytes (the
+    /// complete sentences) would make the output recycle too many runs of
+    /// four words. A model listing invented links under near-identical
+    /// headings ("The article is about a bug fix …:" and a URL, again and
+    /// again) never ends a sentence, so the sentence checks never see it.
+    fn lines_recycle_phrases(&self, cut: usize) -> bool {
+        match self.pending.rfind('\n') {
+            Some(end) if end > cut => self.recycles_phrases(&self.pending[..end]),
+            _ => false,
+        }
+    }
+
     /// Whether the output, if `more` of the held-back text were released,
     /// would repeat too many runs of four words.
     fn recycles_phrases(&self, more: &str) -> bool {
@@ -199,6 +225,53 @@ impl Guard {
         quality::ends_complete(text)
             && (self.pending.ends_with('\n')
                 || core.ends_with(['.', '!', '?', '\u{2026}', '\u{3002}']))
+    }
+
+    /// The text so far, shown or held back, without trailing whitespace:
+    /// where the decoder may come back to when it is a finished sentence.
+    pub(crate) fn text(&self) -> String {
+        format!("{}{}", self.released, self.pending)
+            .trim_end()
+            .to_owned()
+    }
+
+    /// The shown text, without trailing whitespace.
+    pub(crate) fn shown(&self) -> &str {
+        self.released.trim_end()
+    }
+
+    /// Whether the text so far ends with a finished sentence (or nothing
+    /// has been produced yet): a place the decoder may come back to.
+    pub(crate) fn at_sentence_end(&self) -> bool {
+        self.pending.trim().is_empty() || self.pending_is_complete()
+    }
+
+    /// Whether stopping now for `reason` would leave a summary too short for
+    /// the length asked for, or nothing at all: then going back and trying
+    /// another continuation beats stopping.
+    pub(crate) fn stop_leaves_too_little(&self, reason: StopReason) -> bool {
+        if !self.policy.whole_sentences || !self.policy.loop_guard {
+            return false;
+        }
+        // At the token limit a finished sentence still held back is kept (see
+        // `finish`); after a loop it is not.
+        let held = if reason == StopReason::MaxTokens && self.pending_is_complete() {
+            quality::word_count(&self.pending)
+        } else {
+            0
+        };
+        let kept = quality::word_count(&self.released) + held;
+        match self.policy.target_words {
+            Some(target) if self.policy.hold_end => kept < min_words(target),
+            _ => kept == 0,
+        }
+    }
+
+    /// Drops the held-back text: the decoder went back to the end of the
+    /// shown text, and what follows is generated anew.
+    pub(crate) fn rewind(&mut self) {
+        self.pending.clear();
+        self.skip_space = self.released.ends_with(char::is_whitespace);
     }
 
     /// Ends the text for `reason`: what is still to be shown, the whole text,
@@ -344,6 +417,75 @@ mod tests {
         let (_, stop, text) = feed(SENTENCES, &["Intro sentence here. ", looping, looping]);
         assert_eq!(stop, Some(StopReason::Repetition));
         assert_eq!(text.trim(), "Intro sentence here.");
+    }
+
+    #[test]
+    fn lines_recycling_phrases_without_sentence_ends_are_a_loop() {
+        let lines = [
+            "The article about a bug fix for grep is here:\n",
+            "https://example.org/grep/bug-1.html\n",
+            "The article is about a bug fix that was introduced in grep 3.5:\n",
+            "https://example.org/grep/bug-2.html\n",
+            "The article is about a bug that was introduced in grep -i:\n",
+            "https://example.org/grep/bug-3.html\n",
+            "The article is about a bug in grep that has been fixed:\n",
+        ];
+        let mut g = Guard::new(SENTENCES);
+        let stopped_at = lines.iter().position(|line| g.push(line).1.is_some());
+        assert_eq!(stopped_at, Some(4), "{:?}", g.pending);
+    }
+
+    #[test]
+    fn going_back_drops_held_text_and_does_not_double_the_shown_space() {
+        let target = TextPolicy {
+            target_words: Some(60),
+            hold_end: true,
+            ..SENTENCES
+        };
+        let mut g = Guard::new(target);
+        let (shown, stop) =
+            g.push("Azure OpenAI serves models. It scales well. Azure OpenAI serves models. More");
+        assert_eq!(stop, Some(StopReason::Repetition));
+        assert_eq!(shown, "Azure OpenAI serves models. It scales well. ");
+        assert!(
+            g.stop_leaves_too_little(StopReason::Repetition),
+            "6 words of 60"
+        );
+        g.rewind();
+        assert_eq!(g.text(), "Azure OpenAI serves models. It scales well.");
+        let (more, stop) = g.push(" Prices vary. And");
+        assert_eq!((more.as_str(), stop), ("Prices vary.", None));
+        let end = g.finish(StopReason::MaxTokens);
+        assert_eq!(
+            end.text,
+            "Azure OpenAI serves models. It scales well. Prices vary."
+        );
+    }
+
+    #[test]
+    fn a_stop_after_enough_words_is_not_gone_back_from() {
+        let mut g = Guard::new(TextPolicy {
+            target_words: Some(8),
+            hold_end: true,
+            ..SENTENCES
+        });
+        g.push("One two three four five six seven. Azure serves. ");
+        assert!(!g.stop_leaves_too_little(StopReason::Repetition));
+        let mut unasked = Guard::new(SENTENCES);
+        unasked.push("One two three. Four five six. ");
+        assert!(!unasked.stop_leaves_too_little(StopReason::Repetition));
+        let nothing = Guard::new(SENTENCES);
+        assert!(nothing.stop_leaves_too_little(StopReason::Repetition));
+        let mut one = Guard::new(SENTENCES);
+        one.push("A single finished sentence.");
+        assert!(
+            !one.stop_leaves_too_little(StopReason::MaxTokens),
+            "kept at the limit"
+        );
+        assert!(
+            one.stop_leaves_too_little(StopReason::Repetition),
+            "dropped after a loop"
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use candle_core::Tensor;
+
 use crate::error::{Error, Result};
 use crate::model::arch::PROMPT_CHUNK;
 use crate::model::{KvCache, Model};
@@ -147,8 +149,9 @@ pub enum StopReason {
 /// Counts and timings of one generation.
 ///
 /// Serialized as `prompt_tokens`, `cached_prompt_tokens`,
-/// `generated_tokens`, `prompt_seconds`, `generation_seconds`,
-/// `prompt_tokens_per_second` and `generation_tokens_per_second`.
+/// `generated_tokens`, `discarded_tokens`, `prompt_seconds`,
+/// `generation_seconds`, `prompt_tokens_per_second` and
+/// `generation_tokens_per_second`.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct GenerationStats {
     /// Tokens in the prompt.
@@ -156,8 +159,12 @@ pub struct GenerationStats {
     /// Of those, tokens the cache already held from an earlier prompt that
     /// started the same way, so not processed again.
     pub cached_prompt_tokens: usize,
-    /// Tokens generated.
+    /// Tokens generated, and kept.
     pub generated_tokens: usize,
+    /// Tokens generated and then dropped when generation went back to an
+    /// earlier sentence end rather than stop short (a loop, or the token
+    /// limit, well before the length asked for); they took time too.
+    pub discarded_tokens: usize,
     /// Time spent processing the prompt.
     pub prompt_time: Duration,
     /// Time spent generating, after the prompt.
@@ -167,10 +174,11 @@ pub struct GenerationStats {
 impl serde::Serialize for GenerationStats {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(7))?;
+        let mut m = s.serialize_map(Some(8))?;
         m.serialize_entry("prompt_tokens", &self.prompt_tokens)?;
         m.serialize_entry("cached_prompt_tokens", &self.cached_prompt_tokens)?;
         m.serialize_entry("generated_tokens", &self.generated_tokens)?;
+        m.serialize_entry("discarded_tokens", &self.discarded_tokens)?;
         m.serialize_entry("prompt_seconds", &self.prompt_time.as_secs_f64())?;
         m.serialize_entry("generation_seconds", &self.generation_time.as_secs_f64())?;
         m.serialize_entry("prompt_tokens_per_second", &self.prompt_tokens_per_second())?;
@@ -316,9 +324,17 @@ pub fn generate_after_prefix(
     let mut logits = logits.ok_or(Error::EmptyPrompt)?;
 
     let start = Instant::now();
+    let mut retries = Retries::new(&stream, &guard, &logits, cache.len());
     let reason = loop {
         if stream.ids.len() >= options.max_tokens {
-            break StopReason::MaxTokens;
+            let reason = StopReason::MaxTokens;
+            match retries.go_back(reason, &mut guard, &mut stream, &mut history, cache) {
+                Some(earlier) => {
+                    logits = earlier;
+                    continue;
+                }
+                None => break reason,
+            }
         }
         if options.cancel.is_cancelled() {
             break StopReason::Cancelled;
@@ -336,6 +352,7 @@ pub fn generate_after_prefix(
                 }
             }
         }
+        retries.exclude_tried(stream.ids.len(), &mut values);
         let token = sampler.sample(&mut values, &history);
         if tokenizer.is_end_of_generation(token) {
             break StopReason::EndOfGeneration;
@@ -350,15 +367,23 @@ pub fn generate_after_prefix(
             break StopReason::StopString;
         }
         if let Some(reason) = guard_stop {
+            if reason == StopReason::Repetition
+                && let Some(earlier) =
+                    retries.go_back(reason, &mut guard, &mut stream, &mut history, cache)
+            {
+                logits = earlier;
+                continue;
+            }
             break reason;
         }
         if stream.ids.len() >= options.max_tokens {
-            break StopReason::MaxTokens;
+            continue;
         }
         if cache.remaining() == 0 {
             break StopReason::ContextFull;
         }
         logits = model.forward(&[token], cache)?;
+        retries.remember(&stream, &guard, &logits, cache.len());
     };
     if reason != StopReason::StopString {
         let rest = stream.flush()?;
@@ -375,6 +400,7 @@ pub fn generate_after_prefix(
         let _ = on_event(Event::Text(&end.tail));
     }
     stats.generated_tokens = stream.ids.len();
+    stats.discarded_tokens = retries.discarded;
     stats.generation_time = start.elapsed();
     Ok(Generation {
         text: end.text,
@@ -385,12 +411,131 @@ pub fn generate_after_prefix(
     })
 }
 
+/// Most times one generation goes back to an earlier sentence end.
+const MAX_RETRIES: usize = 3;
+
+/// Places the decode loop can go back to: the ends of the sentences
+/// produced so far, with everything needed to continue from there.
+///
+/// A small model can fall into a loop, or ramble into a list of invented
+/// links, long before the length asked for; stopping there leaves a summary
+/// far too short, or nothing. Instead the loop goes back to the end of the
+/// last sentence shown and continues without the token that started the
+/// bad turn, a few times at most. The logits kept with each place are the
+/// ones computed then, so going back recomputes nothing.
+struct Retries<'a> {
+    places: Vec<Place<'a>>,
+    left: usize,
+    /// Tokens dropped by going back.
+    discarded: usize,
+}
+
+/// One sentence end.
+struct Place<'a> {
+    /// The text up to it, without trailing whitespace.
+    text: String,
+    stream: TextStream<'a>,
+    cache_len: usize,
+    logits: Tensor,
+    /// Tokens already tried from here that led to a bad turn.
+    tried: Vec<TokenId>,
+}
+
+impl<'a> Retries<'a> {
+    fn new(stream: &TextStream<'a>, guard: &Guard, logits: &Tensor, cache_len: usize) -> Self {
+        let mut retries = Self {
+            places: Vec::new(),
+            left: MAX_RETRIES,
+            discarded: 0,
+        };
+        retries.remember(stream, guard, logits, cache_len);
+        retries
+    }
+
+    /// Notes the current position when the text ends a sentence there.
+    fn remember(
+        &mut self,
+        stream: &TextStream<'a>,
+        guard: &Guard,
+        logits: &Tensor,
+        cache_len: usize,
+    ) {
+        if self.left == 0 || !stream.held.is_empty() || !guard.at_sentence_end() {
+            return;
+        }
+        let text = guard.text();
+        // Whitespace after a sentence is part of the next turn: the latest
+        // place with the same text is the one to come back to.
+        if self.places.last().is_some_and(|p| p.text == text) {
+            self.places.pop();
+        }
+        // Only the end of the shown text is ever gone back to, and the
+        // shown text only grows: places before it are of no more use.
+        let shown = guard.shown();
+        if let Some(keep) = self.places.iter().rposition(|p| p.text == shown) {
+            self.places.drain(..keep);
+        }
+        self.places.push(Place {
+            text,
+            stream: stream.clone(),
+            cache_len,
+            logits: logits.clone(),
+            tried: Vec::new(),
+        });
+    }
+
+    /// Makes the token that followed the place the loop went back to
+    /// unavailable there.
+    fn exclude_tried(&self, generated: usize, logits: &mut [f32]) {
+        if let Some(place) = self
+            .places
+            .last()
+            .filter(|p| p.stream.ids.len() == generated)
+        {
+            for &id in &place.tried {
+                if let Some(v) = logits.get_mut(id as usize) {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+
+    /// When stopping now for `reason` would leave too little, goes back to
+    /// the end of the text shown so far; returns the logits to continue from.
+    fn go_back(
+        &mut self,
+        reason: StopReason,
+        guard: &mut Guard,
+        stream: &mut TextStream<'a>,
+        history: &mut Vec<TokenId>,
+        cache: &mut KvCache,
+    ) -> Option<Tensor> {
+        if self.left == 0 || !guard.stop_leaves_too_little(reason) {
+            return None;
+        }
+        let at = self.places.iter().rposition(|p| p.text == guard.shown())?;
+        let generated = self.places[at].stream.ids.len();
+        let taken = *stream.ids.get(generated)?;
+        self.places.truncate(at + 1);
+        let place = &mut self.places[at];
+        place.tried.push(taken);
+        self.left -= 1;
+        self.discarded += stream.ids.len() - generated;
+        history.truncate(history.len() - (stream.ids.len() - generated));
+        *stream = place.stream.clone();
+        cache.truncate(place.cache_len);
+        guard.rewind();
+        Some(place.logits.clone())
+    }
+}
+
 /// Turns tokens into text incrementally.
 ///
 /// A character can span tokens (byte-fallback pieces, byte-level BPE), so text
 /// is released only once it decodes without a replacement character at its
 /// end; text that could be the start of a stop string is held back until it
 /// is known not to be one.
+#[derive(Clone)]
 struct TextStream<'a> {
     tokenizer: &'a Tokenizer,
     stop: &'a [String],

@@ -659,6 +659,7 @@ impl Run<'_> {
         self.stats.prompt_tokens += g.stats.prompt_tokens;
         self.stats.cached_prompt_tokens += g.stats.cached_prompt_tokens;
         self.stats.generated_tokens += g.stats.generated_tokens;
+        self.stats.discarded_tokens += g.stats.discarded_tokens;
         self.stats.prompt_time += g.stats.prompt_time;
         self.stats.generation_time += g.stats.generation_time;
         if stream {
