@@ -75,6 +75,15 @@ fn q5_0_matmul<const M: usize>(bencher: divan::Bencher, (rows, cols): (usize, us
     bencher.bench_local(|| w.matmul(&x, M));
 }
 
+/// Q8_0 (Qwen2.5's output and value weights) through our own kernel.
+#[divan::bench(args = SHAPES, consts = ROWS, sample_count = 5)]
+fn q8_0_own<const M: usize>(bencher: divan::Bencher, (rows, cols): (usize, usize)) {
+    let q = weights(rows, cols, GgmlDType::Q8_0);
+    let w = LegacyMatrix::new(LegacyType::Q8_0, rows, cols, &q.data().unwrap()).unwrap();
+    let x = flat_activations(M, cols);
+    bencher.bench_local(|| w.matmul(&x, M));
+}
+
 /// One generated token's attention (32 query heads over 8 key/value heads
 /// of 128) over a cache of `depth` f16 positions.
 #[divan::bench(args = [512, 4096], sample_count = 10)]

@@ -1,24 +1,22 @@
-//! Quantized matrix multiplication for the legacy GGUF block types that
-//! candle-core computes with scalar code only: `Q4_1`, `Q5_0` and `Q5_1`.
+//! Matrix products of the legacy GGUF block types, 32 values to a block:
+//! `Q4_1`, `Q5_0` and `Q5_1`, which candle-core computes with scalar code
+//! only, and `Q8_0`.
 //!
-//! SmolLM2's Q4_1 file spent 90% of its time in candle's unoptimised Q4_1 dot
-//! product (28 prompt tokens/s on 2 threads), and Qwen2.5's Q4_K_M file keeps
-//! most of its attention and gate/up weights in Q5_0. These kernels do what
-//! llama.cpp does: quantize each activation row to 8 bits in blocks of 32
-//! (`Q8_1`: a scale and the block's sum), then take integer dot products with
-//! AVX2 `maddubs`, falling back to portable code on CPUs without AVX2.
-//!
-//! Work is split across threads by blocks of weight rows; each task runs every
-//! activation row against its rows, so a block of weights is read from memory
-//! once per call rather than once per prompt token.
+//! SmolLM2's file is Q4_1 throughout; Qwen2.5's and Gemma 3's Q4_K_M files
+//! keep most of their attention and gate/up weights in Q5_0 and their value
+//! and output projections in Q8_0. Each matrix is repacked at load into
+//! tiles (see `tiles`) of 16 rows × one block; activations are quantized as
+//! llama.cpp's `Q8_1` (a scale and the block's sum per 32 values, both
+//! rounded to f16), so the products follow its arithmetic.
+
+use std::marker::PhantomData;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use half::f16;
-use std::sync::Mutex;
 
 use super::simd::SimdLevel;
-use super::tiles::apply;
-use crate::error::{Error, Result};
+use super::tiles::{ROWS, Tile, Tiles, apply};
+use crate::error::Result;
 
 /// Values per quantization block.
 const BLOCK: usize = 32;
@@ -32,6 +30,8 @@ pub enum LegacyType {
     Q5_0,
     /// 5-bit values with a scale and a minimum.
     Q5_1,
+    /// 8-bit signed values with a scale.
+    Q8_0,
 }
 
 impl LegacyType {
@@ -42,330 +42,600 @@ impl LegacyType {
             D::Q4_1 => Some(Self::Q4_1),
             D::Q5_0 => Some(Self::Q5_0),
             D::Q5_1 => Some(Self::Q5_1),
+            D::Q8_0 => Some(Self::Q8_0),
             _ => None,
         }
     }
+}
 
-    /// Bytes per block of 32 values.
-    pub fn block_bytes(self) -> usize {
-        match self {
-            Self::Q4_1 => 20,
-            Self::Q5_0 => 22,
-            Self::Q5_1 => 24,
-        }
+/// One block of activations quantized to 8 bits: `x ≈ d · q`, `s = d · Σq`.
+#[derive(Clone, Copy)]
+struct Q8Block {
+    q: [i8; BLOCK],
+    d: f32,
+    s: f32,
+    /// `Σq`, for the centred types.
+    sum: i32,
+}
+
+/// Quantizes a block as llama.cpp's `quantize_row_q8_1` does, including the
+/// rounding of the scale and sum to f16 that its block format implies.
+fn quantize_block(x: &[f32]) -> Q8Block {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut q = [0i8; BLOCK];
+    let mut sum = 0i32;
+    for (qi, v) in q.iter_mut().zip(x) {
+        *qi = (v * inv).round() as i8;
+        sum += i32::from(*qi);
     }
-}
-
-/// One block of weights, repacked at load time into one aligned layout for
-/// all three types: scales as their f16 bits (one F16C instruction to widen;
-/// f32 scales made Qwen2.5-0.5B's Q5_0 matrices take 27% more memory than
-/// the file), nibbles and fifth bits as stored.
-#[derive(Debug, Clone, Copy)]
-struct WeightBlock {
-    /// The block scale, f16 bits.
-    d: u16,
-    /// The block minimum (`Q4_1`, `Q5_1`), f16 bits; unused for `Q5_0`.
-    m: u16,
-    /// Fifth bits (`Q5_*`), bit `i` for value `i`.
-    qh: u32,
-    /// Low nibbles are values 0..16, high nibbles values 16..32.
-    qs: [u8; 16],
-}
-
-// Two bytes over Q5_0's 22 in the file, four under Q5_1's 24 plus padding.
-const _: () = assert!(std::mem::size_of::<WeightBlock>() == 24);
-
-/// A weight matrix of `rows × cols` in one of the [`LegacyType`]s, multiplied
-/// as `x · Wᵀ` (the layout of every projection in a GGUF file).
-#[derive(Debug, Clone)]
-pub struct LegacyMatrix {
-    kind: LegacyType,
-    rows: usize,
-    cols: usize,
-    blocks: Vec<WeightBlock>,
-}
-
-fn f16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
+    Q8Block {
+        q,
+        d: f16::from_f32(d).to_f32(),
+        s: f16::from_f32(d * sum as f32).to_f32(),
+        sum,
+    }
 }
 
 fn widen(bits: u16) -> f32 {
     f16::from_bits(bits).to_f32()
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+fn f16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
 }
 
-impl LegacyMatrix {
-    /// Wraps raw GGUF block data for a `rows × cols` matrix.
-    pub fn new(kind: LegacyType, rows: usize, cols: usize, data: &[u8]) -> Result<Self> {
-        if !cols.is_multiple_of(BLOCK) || data.len() != rows * cols / BLOCK * kind.block_bytes() {
-            return Err(Error::Tensor {
-                name: format!("{kind:?} matrix"),
-                problem: format!("{} bytes do not hold {rows}×{cols} values", data.len()),
-            });
-        }
-        let blocks = data
-            .chunks_exact(kind.block_bytes())
-            .map(|b| {
-                let (d, m, qh, qs_at) = match kind {
-                    LegacyType::Q4_1 => (f16_at(b, 0), f16_at(b, 2), 0, 4),
-                    LegacyType::Q5_0 => (f16_at(b, 0), 0, u32_at(b, 2), 6),
-                    LegacyType::Q5_1 => (f16_at(b, 0), f16_at(b, 2), u32_at(b, 4), 8),
-                };
-                let qs = b[qs_at..qs_at + 16].try_into().expect("16 nibble bytes");
-                WeightBlock { d, m, qh, qs }
-            })
-            .collect();
-        Ok(Self {
-            kind,
-            rows,
-            cols,
-            blocks,
-        })
-    }
-
-    fn row(&self, r: usize) -> &[WeightBlock] {
-        let n = self.cols / BLOCK;
-        &self.blocks[r * n..(r + 1) * n]
-    }
+/// How a file block of one of the nibble types is laid out.
+trait Nibbles: Copy + Send + Sync {
+    const NAME: &'static str;
+    const BLOCK_BYTES: usize;
+    /// Whether values have a fifth bit.
+    const FIVE: bool;
+    /// Whether blocks have a minimum; those without are centred on 16.
+    /// The kernels sum the minimums' terms apart from the scaled dot
+    /// products and add the two at the end: the terms are large and of
+    /// opposite sign, and one accumulator for both lost enough precision to
+    /// flip a greedy step of SmolLM2 that llama.cpp decides by 0.35.
+    const MIN: bool;
+    /// Where the minimum's f16 bits, the fifth bits and the 16 nibble bytes
+    /// start, after the scale at 0.
+    const AT: (usize, usize, usize);
 }
 
-/// One activation block quantized to 8 bits: `x ≈ d · q`, `s = d · Σq`.
 #[derive(Clone, Copy)]
-struct Q8Block {
-    d: f32,
-    s: f32,
-    /// `Σq`, for the centred `Q5_0` type.
-    sum: i32,
-    q: [i8; BLOCK],
+struct Q4_1;
+#[derive(Clone, Copy)]
+struct Q5_0;
+#[derive(Clone, Copy)]
+struct Q5_1;
+
+impl Nibbles for Q4_1 {
+    const NAME: &'static str = "Q4_1";
+    const BLOCK_BYTES: usize = 20;
+    const FIVE: bool = false;
+    const MIN: bool = true;
+    const AT: (usize, usize, usize) = (2, 0, 4);
 }
 
-/// Quantizes a row as llama.cpp's `quantize_row_q8_1` does, including the
-/// rounding of the scale and sum to f16 that its block format implies.
-fn quantize_row(x: &[f32], out: &mut Vec<Q8Block>) {
-    out.clear();
-    for chunk in x.chunks_exact(BLOCK) {
-        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut q = [0i8; BLOCK];
-        let mut sum = 0i32;
-        for (qi, v) in q.iter_mut().zip(chunk) {
-            *qi = (v * inv).round() as i8;
-            sum += i32::from(*qi);
+impl Nibbles for Q5_0 {
+    const NAME: &'static str = "Q5_0";
+    const BLOCK_BYTES: usize = 22;
+    const FIVE: bool = true;
+    const MIN: bool = false;
+    const AT: (usize, usize, usize) = (0, 2, 6);
+}
+
+impl Nibbles for Q5_1 {
+    const NAME: &'static str = "Q5_1";
+    const BLOCK_BYTES: usize = 24;
+    const FIVE: bool = true;
+    const MIN: bool = true;
+    const AT: (usize, usize, usize) = (2, 4, 8);
+}
+
+impl<F: Nibbles> NibbleTile<F> {
+    /// What the integer dot product of a block is offset by, per unit of
+    /// the activations' `Σq`.
+    const CENTRE: i32 = if F::MIN { 0 } else { 16 };
+}
+
+/// 16 rows × 32 values of a `Q4_1`, `Q5_0` or `Q5_1` matrix: 24 bytes a
+/// row's block, as `Q5_1` in the file (`Q4_1` leaves the fifth bits empty,
+/// `Q5_0` the minimums).
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct NibbleTile<F> {
+    /// For each group `g` of eight values, for each row `r`: four bytes,
+    /// byte `t` holding value `8g + t` in its low nibble and `8g + t + 4` in
+    /// its high one (the layout of `kquant`'s `Q4_K` tiles).
+    qs: [u8; BLOCK / 8 * ROWS * 4],
+    /// The fifth bits: for each row, four bytes, byte `t` holding that of
+    /// value `8g + t + 4e` at bit `2g + e`, so shifting each 16-bit lane by
+    /// `4 - 2g - e` brings a group's bits to bit 4 of the byte they belong
+    /// to without crossing into its neighbour.
+    qh: [u8; ROWS * 4],
+    /// Each row's scale, f16 bits.
+    d: [u16; ROWS],
+    /// Each row's minimum, f16 bits.
+    m: [u16; ROWS],
+    format: PhantomData<F>,
+}
+
+const _: () = assert!(std::mem::size_of::<NibbleTile<Q5_0>>() == 384);
+
+impl<F: Nibbles> NibbleTile<F> {
+    /// Unsigned value `t` (of 32) of row `r`.
+    fn value(&self, r: usize, t: usize) -> u8 {
+        let byte = self.qs[t / 8 * ROWS * 4 + r * 4 + t % 4];
+        let low = if t % 8 < 4 { byte & 0x0F } else { byte >> 4 };
+        let fifth = (self.qh[r * 4 + t % 4] >> (2 * (t / 8) + t % 8 / 4)) & 1;
+        low | (fifth << 4)
+    }
+}
+
+impl<F: Nibbles> Tile for NibbleTile<F> {
+    type Act = Q8Block;
+    const NAME: &'static str = F::NAME;
+    const VALUES: usize = BLOCK;
+    const BLOCK_BYTES: usize = F::BLOCK_BYTES;
+    const EMPTY: Self = Self {
+        qs: [0; BLOCK / 8 * ROWS * 4],
+        qh: [0; ROWS * 4],
+        d: [0; ROWS],
+        m: [0; ROWS],
+        format: PhantomData,
+    };
+
+    fn set_row(&mut self, r: usize, block: &[u8]) {
+        let (m_at, qh_at, qs_at) = F::AT;
+        self.d[r] = f16_at(block, 0);
+        if F::MIN {
+            self.m[r] = f16_at(block, m_at);
         }
-        out.push(Q8Block {
-            d: f16::from_f32(d).to_f32(),
-            s: f16::from_f32(d * sum as f32).to_f32(),
-            sum,
-            q,
-        });
-    }
-}
-
-/// The block's 32 unsigned values.
-fn unpack(w: &WeightBlock) -> [u8; BLOCK] {
-    let mut q = [0u8; BLOCK];
-    for j in 0..16 {
-        q[j] = (w.qs[j] & 0x0F) | ((((w.qh >> j) & 1) as u8) << 4);
-        q[j + 16] = (w.qs[j] >> 4) | ((((w.qh >> (j + 16)) & 1) as u8) << 4);
-    }
-    q
-}
-
-/// The contribution of the block's offset, given its scale `d` and minimum
-/// `m`: the minimum times the activation sum, or for `Q5_0` the centring at
-/// 16.
-fn offset_term(kind: LegacyType, d: f32, m: f32, y: &Q8Block) -> f32 {
-    match kind {
-        LegacyType::Q5_0 => -16.0 * d * y.d * y.sum as f32,
-        _ => m * y.s,
-    }
-}
-
-/// Dot products of one weight row with up to [`TILE`] activation rows.
-fn dot_rows_portable(kind: LegacyType, row: &[WeightBlock], xs: &[&[Q8Block]], out: &mut [f32]) {
-    for (o, x) in out.iter_mut().zip(xs) {
-        let mut acc = 0f32;
-        for (w, y) in row.iter().zip(x.iter()) {
-            let q = unpack(w);
-            let dot: i32 = q
-                .iter()
-                .zip(&y.q)
-                .map(|(&a, &b)| i32::from(a) * i32::from(b))
-                .sum();
-            let (d, m) = (widen(w.d), widen(w.m));
-            acc += d * y.d * dot as f32 + offset_term(kind, d, m, y);
+        let qh = if F::FIVE {
+            u32::from_le_bytes(block[qh_at..qh_at + 4].try_into().expect("four bytes"))
+        } else {
+            0
+        };
+        // The file keeps values 0..16 in the low nibbles of its 16 bytes and
+        // 16..32 in the high ones; bit `j` of `qh` is value `j`'s fifth.
+        let qs = &block[qs_at..qs_at + 16];
+        let low = |j: usize| {
+            if j < 16 {
+                qs[j] & 0x0F
+            } else {
+                qs[j - 16] >> 4
+            }
+        };
+        let fifth = |j: usize| ((qh >> j) & 1) as u8;
+        for t in 0..4 {
+            let mut bits = 0u8;
+            for g in 0..BLOCK / 8 {
+                let (a, b) = (8 * g + t, 8 * g + t + 4);
+                self.qs[g * ROWS * 4 + r * 4 + t] = low(a) | (low(b) << 4);
+                bits |= (fifth(a) << (2 * g)) | (fifth(b) << (2 * g + 1));
+            }
+            self.qh[r * 4 + t] = bits;
         }
-        *o = acc;
+    }
+
+    fn quantize(x: &[f32]) -> Q8Block {
+        quantize_block(x)
+    }
+
+    fn dot_portable(tiles: &[Self], xs: &[&[Q8Block]], out: &mut [[f32; ROWS]]) {
+        for (x, o) in xs.iter().zip(out.iter_mut()) {
+            for (r, o) in o.iter_mut().enumerate() {
+                let (mut acc, mut mins) = (0f32, 0f32);
+                for (t, a) in tiles.iter().zip(x.iter()) {
+                    let dot: i32 = (0..BLOCK)
+                        .map(|k| i32::from(t.value(r, k)) * i32::from(a.q[k]))
+                        .sum();
+                    let dot = dot - Self::CENTRE * a.sum;
+                    acc += widen(t.d[r]) * a.d * dot as f32;
+                    if F::MIN {
+                        mins += widen(t.m[r]) * a.s;
+                    }
+                }
+                *o = acc + mins;
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx512<const R: usize>(
+        tiles: &[Self],
+        xs: &[&[Q8Block]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        // SAFETY: the caller checked the CPU features.
+        unsafe { x86::nibbles_avx512(tiles, xs, out) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2<const R: usize>(
+        tiles: &[Self],
+        xs: &[&[Q8Block]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        // SAFETY: the caller checked the CPU features.
+        unsafe { x86::nibbles_avx2(tiles, xs, out) }
     }
 }
 
-/// Activation rows sharing one pass over a weight row.
-const TILE: usize = 4;
+/// 16 rows × 32 values of a `Q8_0` matrix: the file's 34 bytes a row's
+/// block.
+#[repr(C, align(32))]
+#[derive(Clone, Copy)]
+struct Q8Tile {
+    /// For each group `g` of four values, for each row `r`: value `4g + t`
+    /// plus 128 at byte `t`, unsigned as VNNI's `dpbusd` wants its first
+    /// operand.
+    qs: [u8; BLOCK / 4 * ROWS * 4],
+    /// Each row's scale, f16 bits.
+    d: [u16; ROWS],
+}
+
+const _: () = assert!(std::mem::size_of::<Q8Tile>() == 16 * 34);
+
+impl Q8Tile {
+    /// Signed value `t` (of 32) of row `r`.
+    fn value(&self, r: usize, t: usize) -> i32 {
+        i32::from(self.qs[t / 4 * ROWS * 4 + r * 4 + t % 4]) - 128
+    }
+}
+
+impl Tile for Q8Tile {
+    type Act = Q8Block;
+    const NAME: &'static str = "Q8_0";
+    const VALUES: usize = BLOCK;
+    const BLOCK_BYTES: usize = 34;
+    const EMPTY: Self = Self {
+        qs: [128; BLOCK / 4 * ROWS * 4],
+        d: [0; ROWS],
+    };
+
+    fn set_row(&mut self, r: usize, block: &[u8]) {
+        self.d[r] = f16_at(block, 0);
+        for (t, &q) in block[2..2 + BLOCK].iter().enumerate() {
+            self.qs[t / 4 * ROWS * 4 + r * 4 + t % 4] = q ^ 0x80;
+        }
+    }
+
+    fn quantize(x: &[f32]) -> Q8Block {
+        quantize_block(x)
+    }
+
+    fn dot_portable(tiles: &[Self], xs: &[&[Q8Block]], out: &mut [[f32; ROWS]]) {
+        for (x, o) in xs.iter().zip(out.iter_mut()) {
+            for (r, o) in o.iter_mut().enumerate() {
+                let mut acc = 0f32;
+                for (t, a) in tiles.iter().zip(x.iter()) {
+                    let dot: i32 = (0..BLOCK).map(|k| t.value(r, k) * i32::from(a.q[k])).sum();
+                    acc += widen(t.d[r]) * a.d * dot as f32;
+                }
+                *o = acc;
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx512<const R: usize>(
+        tiles: &[Self],
+        xs: &[&[Q8Block]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        // SAFETY: the caller checked the CPU features.
+        unsafe { x86::q8_avx512(tiles, xs, out) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2<const R: usize>(
+        tiles: &[Self],
+        xs: &[&[Q8Block]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        // SAFETY: the caller checked the CPU features.
+        unsafe { x86::q8_avx2(tiles, xs, out) }
+    }
+}
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{LegacyType, Q8Block, TILE, WeightBlock, offset_term};
-    use crate::kernels::simd::x86::horizontal_sum;
+    use super::{BLOCK, NibbleTile, Nibbles, Q8Block, Q8Tile};
+    use crate::kernels::tiles::{LANES, ROWS, four};
     use std::arch::x86_64::*;
 
-    /// A block's scale and minimum, widened from f16 together.
-    #[inline]
-    #[target_feature(enable = "f16c")]
-    fn scales(w: &WeightBlock) -> (f32, f32) {
-        let bits = u32::from(w.d) | (u32::from(w.m) << 16);
-        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
-        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_shuffle_ps::<1>(v, v)))
-    }
-
-    /// Sums of products of unsigned by signed bytes, four to an i32 lane.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn int_dot_avx2(q: __m256i, y: __m256i) -> __m256i {
-        // Unsigned 5-bit × signed 8-bit pairs stay far below i16 saturation.
-        _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), _mm256_set1_epi16(1))
-    }
-
-    /// The same in one VNNI instruction.
-    #[inline]
-    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
-    fn int_dot_vnni(q: __m256i, y: __m256i) -> __m256i {
-        _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y)
-    }
-
-    /// Defines a kernel: dot products of one weight row with up to [`TILE`]
-    /// activation rows, each weight block unpacked once and used for every
-    /// row. The two instances differ only in the integer dot product, and
-    /// must be compiled separately so the AVX2 one never contains AVX-512.
-    macro_rules! kernel {
-        ($name:ident, $features:literal, $int_dot:ident) => {
-            /// # Safety
-            #[doc = concat!("The CPU must support ", $features, ".")]
-            #[target_feature(enable = $features)]
-            pub(super) unsafe fn $name(
-                kind: LegacyType,
-                row: &[WeightBlock],
-                xs: &[&[Q8Block]],
-                out: &mut [f32],
-            ) {
-                let low4 = _mm_set1_epi8(0x0F);
-                let bit_select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-                let byte_spread = _mm256_setr_epi8(
-                    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3,
-                    3, 3, 3, 3, 3, 3,
-                );
-                let fifth_bit = _mm256_set1_epi8(0x10);
-                let five_bits = kind != LegacyType::Q4_1;
-                let n = xs.len().min(TILE);
-                let mut acc = [_mm256_setzero_ps(); TILE];
-                let mut extra = [0f32; TILE];
-                for (b, w) in row.iter().enumerate() {
-                    let (d, m) = scales(w);
-                    // SAFETY: `qs` is 16 bytes.
-                    let packed = unsafe { _mm_loadu_si128(w.qs.as_ptr() as *const __m128i) };
-                    let lo = _mm_and_si128(packed, low4);
-                    let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low4);
-                    let mut q = _mm256_set_m128i(hi, lo);
-                    if five_bits {
-                        let spread =
-                            _mm256_shuffle_epi8(_mm256_set1_epi32(w.qh as i32), byte_spread);
-                        let set =
-                            _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit_select), bit_select);
-                        q = _mm256_or_si256(q, _mm256_and_si256(set, fifth_bit));
-                    }
-                    for i in 0..n {
-                        let y = &xs[i][b];
-                        // SAFETY: `y.q` is 32 bytes.
-                        let yq = unsafe { _mm256_loadu_si256(y.q.as_ptr() as *const __m256i) };
-                        let dot = $int_dot(q, yq);
-                        acc[i] = _mm256_fmadd_ps(
-                            _mm256_set1_ps(d * y.d),
-                            _mm256_cvtepi32_ps(dot),
-                            acc[i],
-                        );
-                        extra[i] += offset_term(kind, d, m, y);
-                    }
+    /// `out[i][r]` for the `R` activation rows `xs` and the 16 rows of a row
+    /// of nibble tiles, 16 rows to a 512-bit register.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW and VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn nibbles_avx512<F: Nibbles, const R: usize>(
+        tiles: &[NibbleTile<F>],
+        xs: &[&[Q8Block]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        let low4 = _mm512_set1_epi8(0x0F);
+        let bit4 = _mm512_set1_epi8(0x10);
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut mins = [_mm512_setzero_ps(); R];
+        for (b, t) in tiles.iter().enumerate() {
+            let a: [&Q8Block; R] = std::array::from_fn(|i| &xs[i][b]);
+            let mut p: [__m512i; R] =
+                std::array::from_fn(|i| _mm512_set1_epi32(-NibbleTile::<F>::CENTRE * a[i].sum));
+            // SAFETY: `qh` is 64 bytes.
+            let hb = unsafe { _mm512_loadu_si512(t.qh.as_ptr().cast()) };
+            for g in 0..BLOCK / 8 {
+                // SAFETY: `g * 64 + 64` is within `qs` (256 bytes).
+                let w = unsafe { _mm512_loadu_si512(t.qs.as_ptr().add(g * 64).cast()) };
+                let mut v0 = _mm512_and_si512(w, low4);
+                let mut v1 = _mm512_and_si512(_mm512_srli_epi16::<4>(w), low4);
+                if F::FIVE {
+                    let (h0, h1) = match g {
+                        0 => (_mm512_slli_epi16::<4>(hb), _mm512_slli_epi16::<3>(hb)),
+                        1 => (_mm512_slli_epi16::<2>(hb), _mm512_slli_epi16::<1>(hb)),
+                        2 => (hb, _mm512_srli_epi16::<1>(hb)),
+                        _ => (_mm512_srli_epi16::<2>(hb), _mm512_srli_epi16::<3>(hb)),
+                    };
+                    v0 = _mm512_or_si512(v0, _mm512_and_si512(h0, bit4));
+                    v1 = _mm512_or_si512(v1, _mm512_and_si512(h1, bit4));
                 }
-                for i in 0..n {
-                    out[i] = horizontal_sum(acc[i]) + extra[i];
+                for i in 0..R {
+                    // SAFETY: `8 * g + 8` ≤ 32.
+                    let (x0, x1) = unsafe { (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4)) };
+                    p[i] = _mm512_dpbusd_epi32(p[i], v0, _mm512_set1_epi32(x0));
+                    p[i] = _mm512_dpbusd_epi32(p[i], v1, _mm512_set1_epi32(x1));
                 }
             }
-        };
+            // SAFETY: `d` and `m` are 16 f16 values.
+            let (d, m) = unsafe {
+                (
+                    _mm512_cvtph_ps(_mm256_loadu_si256(t.d.as_ptr().cast())),
+                    _mm512_cvtph_ps(_mm256_loadu_si256(t.m.as_ptr().cast())),
+                )
+            };
+            for i in 0..R {
+                let scale = _mm512_mul_ps(d, _mm512_set1_ps(a[i].d));
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[i]), scale, acc[i]);
+                if F::MIN {
+                    mins[i] = _mm512_fmadd_ps(m, _mm512_set1_ps(a[i].s), mins[i]);
+                }
+            }
+        }
+        for i in 0..R {
+            // SAFETY: a row of `out` is 16 floats.
+            unsafe { _mm512_storeu_ps(out[i].as_mut_ptr(), _mm512_add_ps(acc[i], mins[i])) };
+        }
     }
 
-    kernel!(dot_rows_avx2, "avx2,fma,f16c", int_dot_avx2);
-    kernel!(
-        dot_rows_vnni,
-        "avx2,fma,f16c,avx512vnni,avx512vl",
-        int_dot_vnni
-    );
+    /// The same on AVX2, eight rows to a 256-bit register, `maddubs` in
+    /// place of `dpbusd` (4 × 31 × 127 < 2¹⁵ for a group's two halves added
+    /// in 16 bits).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn nibbles_avx2<F: Nibbles, const R: usize>(
+        tiles: &[NibbleTile<F>],
+        xs: &[&[Q8Block]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        let low4 = _mm256_set1_epi8(0x0F);
+        let bit4 = _mm256_set1_epi8(0x10);
+        let ones = _mm256_set1_epi16(1);
+        for half in 0..ROWS / LANES {
+            let mut acc = [_mm256_setzero_ps(); R];
+            let mut mins = [_mm256_setzero_ps(); R];
+            for (b, t) in tiles.iter().enumerate() {
+                let a: [&Q8Block; R] = std::array::from_fn(|i| &xs[i][b]);
+                let mut p: [__m256i; R] =
+                    std::array::from_fn(|i| _mm256_set1_epi32(-NibbleTile::<F>::CENTRE * a[i].sum));
+                // SAFETY: `half * 32 + 32` is within `qh` (64 bytes).
+                let hb = unsafe { _mm256_loadu_si256(t.qh.as_ptr().add(half * 32).cast()) };
+                for g in 0..BLOCK / 8 {
+                    let at = g * ROWS * 4 + half * LANES * 4;
+                    // SAFETY: `at + 32` is within `qs` (256 bytes).
+                    let w = unsafe { _mm256_loadu_si256(t.qs.as_ptr().add(at).cast()) };
+                    let mut v0 = _mm256_and_si256(w, low4);
+                    let mut v1 = _mm256_and_si256(_mm256_srli_epi16::<4>(w), low4);
+                    if F::FIVE {
+                        let (h0, h1) = match g {
+                            0 => (_mm256_slli_epi16::<4>(hb), _mm256_slli_epi16::<3>(hb)),
+                            1 => (_mm256_slli_epi16::<2>(hb), _mm256_slli_epi16::<1>(hb)),
+                            2 => (hb, _mm256_srli_epi16::<1>(hb)),
+                            _ => (_mm256_srli_epi16::<2>(hb), _mm256_srli_epi16::<3>(hb)),
+                        };
+                        v0 = _mm256_or_si256(v0, _mm256_and_si256(h0, bit4));
+                        v1 = _mm256_or_si256(v1, _mm256_and_si256(h1, bit4));
+                    }
+                    for i in 0..R {
+                        // SAFETY: `8 * g + 8` ≤ 32.
+                        let (x0, x1) = unsafe { (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4)) };
+                        let l = _mm256_maddubs_epi16(v0, _mm256_set1_epi32(x0));
+                        let h = _mm256_maddubs_epi16(v1, _mm256_set1_epi32(x1));
+                        let pairs = _mm256_madd_epi16(_mm256_add_epi16(l, h), ones);
+                        p[i] = _mm256_add_epi32(p[i], pairs);
+                    }
+                }
+                // SAFETY: `d` and `m` are 16 f16 values.
+                let (d, m) = unsafe {
+                    (
+                        _mm256_cvtph_ps(_mm_loadu_si128(t.d.as_ptr().add(half * LANES).cast())),
+                        _mm256_cvtph_ps(_mm_loadu_si128(t.m.as_ptr().add(half * LANES).cast())),
+                    )
+                };
+                for i in 0..R {
+                    let scale = _mm256_mul_ps(d, _mm256_set1_ps(a[i].d));
+                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p[i]), scale, acc[i]);
+                    if F::MIN {
+                        mins[i] = _mm256_fmadd_ps(m, _mm256_set1_ps(a[i].s), mins[i]);
+                    }
+                }
+            }
+            for i in 0..R {
+                // SAFETY: `half * 8 + 8` is within a row of 16.
+                unsafe {
+                    _mm256_storeu_ps(
+                        out[i].as_mut_ptr().add(half * LANES),
+                        _mm256_add_ps(acc[i], mins[i]),
+                    )
+                };
+            }
+        }
+    }
+
+    /// `out[i][r]` for the `R` activation rows `xs` and a row of `Q8_0`
+    /// tiles. The weights are stored plus 128, so each block's integer sum
+    /// starts at `-128 Σq`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW and VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn q8_avx512<const R: usize>(
+        tiles: &[Q8Tile],
+        xs: &[&[Q8Block]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        let mut acc = [_mm512_setzero_ps(); R];
+        for (b, t) in tiles.iter().enumerate() {
+            let a: [&Q8Block; R] = std::array::from_fn(|i| &xs[i][b]);
+            let mut p: [__m512i; R] = std::array::from_fn(|i| _mm512_set1_epi32(-128 * a[i].sum));
+            for g in 0..BLOCK / 4 {
+                // SAFETY: `g * 64 + 64` is within `qs` (512 bytes).
+                let w = unsafe { _mm512_loadu_si512(t.qs.as_ptr().add(g * 64).cast()) };
+                for i in 0..R {
+                    // SAFETY: `4 * g + 4` ≤ 32.
+                    let x = unsafe { four(&a[i].q, 4 * g) };
+                    p[i] = _mm512_dpbusd_epi32(p[i], w, _mm512_set1_epi32(x));
+                }
+            }
+            // SAFETY: `d` is 16 f16 values.
+            let d = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(t.d.as_ptr().cast()) });
+            for i in 0..R {
+                let scale = _mm512_mul_ps(d, _mm512_set1_ps(a[i].d));
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[i]), scale, acc[i]);
+            }
+        }
+        for i in 0..R {
+            // SAFETY: a row of `out` is 16 floats.
+            unsafe { _mm512_storeu_ps(out[i].as_mut_ptr(), acc[i]) };
+        }
+    }
+
+    /// The same on AVX2. `maddubs` saturates at 2¹⁵, which 2 × 255 × 127
+    /// would pass, so the weights go back to signed and multiply as
+    /// `|w| · (x with w's sign)` (at most 2 × 128 × 127).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q8_avx2<const R: usize>(
+        tiles: &[Q8Tile],
+        xs: &[&[Q8Block]; R],
+        out: &mut [[f32; ROWS]; R],
+    ) {
+        let flip = _mm256_set1_epi8(-128);
+        let ones = _mm256_set1_epi16(1);
+        for half in 0..ROWS / LANES {
+            let mut acc = [_mm256_setzero_ps(); R];
+            for (b, t) in tiles.iter().enumerate() {
+                let a: [&Q8Block; R] = std::array::from_fn(|i| &xs[i][b]);
+                let mut p = [_mm256_setzero_si256(); R];
+                for g in 0..BLOCK / 4 {
+                    let at = g * ROWS * 4 + half * LANES * 4;
+                    // SAFETY: `at + 32` is within `qs` (512 bytes).
+                    let u = unsafe { _mm256_loadu_si256(t.qs.as_ptr().add(at).cast()) };
+                    let w = _mm256_xor_si256(u, flip);
+                    let magnitude = _mm256_abs_epi8(w);
+                    for i in 0..R {
+                        // SAFETY: `4 * g + 4` ≤ 32.
+                        let x = unsafe { four(&a[i].q, 4 * g) };
+                        let signed = _mm256_sign_epi8(_mm256_set1_epi32(x), w);
+                        let pairs = _mm256_maddubs_epi16(magnitude, signed);
+                        p[i] = _mm256_add_epi32(p[i], _mm256_madd_epi16(pairs, ones));
+                    }
+                }
+                // SAFETY: `d` is 16 f16 values.
+                let d = _mm256_cvtph_ps(unsafe {
+                    _mm_loadu_si128(t.d.as_ptr().add(half * LANES).cast())
+                });
+                for i in 0..R {
+                    let scale = _mm256_mul_ps(d, _mm256_set1_ps(a[i].d));
+                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p[i]), scale, acc[i]);
+                }
+            }
+            for i in 0..R {
+                // SAFETY: `half * 8 + 8` is within a row of 16.
+                unsafe { _mm256_storeu_ps(out[i].as_mut_ptr().add(half * LANES), acc[i]) };
+            }
+        }
+    }
 }
 
-fn dot_rows(
+enum Repr {
+    Q4_1(Tiles<NibbleTile<Q4_1>>),
+    Q5_0(Tiles<NibbleTile<Q5_0>>),
+    Q5_1(Tiles<NibbleTile<Q5_1>>),
+    Q8_0(Tiles<Q8Tile>),
+}
+
+/// Runs `$body` with `$t` bound to the [`Tiles`] of whichever type `$repr`
+/// holds.
+macro_rules! each {
+    ($repr:expr, $t:ident => $body:expr) => {
+        match $repr {
+            Repr::Q4_1($t) => $body,
+            Repr::Q5_0($t) => $body,
+            Repr::Q5_1($t) => $body,
+            Repr::Q8_0($t) => $body,
+        }
+    };
+}
+
+/// A `rows × cols` matrix in one of the [`LegacyType`]s, multiplied as
+/// `x · Wᵀ` (the layout of every projection in a GGUF file).
+pub struct LegacyMatrix {
     kind: LegacyType,
-    row: &[WeightBlock],
-    xs: &[&[Q8Block]],
-    out: &mut [f32],
-    simd: SimdLevel,
-) {
-    match simd {
-        // SAFETY: `detect` chose these only when the CPU reported the features.
-        #[cfg(target_arch = "x86_64")]
-        SimdLevel::Vnni => unsafe { x86::dot_rows_vnni(kind, row, xs, out) },
-        #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => unsafe { x86::dot_rows_avx2(kind, row, xs, out) },
-        _ => dot_rows_portable(kind, row, xs, out),
-    }
+    repr: Repr,
 }
 
-/// Weight rows per parallel task.
-const ROWS_PER_TASK: usize = 16;
+impl std::fmt::Debug for LegacyMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (rows, cols) = self.shape();
+        write!(f, "LegacyMatrix({:?}, {rows}×{cols})", self.kind)
+    }
+}
 
 impl LegacyMatrix {
+    /// Repacks raw GGUF data for a `rows × cols` matrix, on every thread of
+    /// the kernels' pool.
+    pub fn new(kind: LegacyType, rows: usize, cols: usize, data: &[u8]) -> Result<Self> {
+        let repr = match kind {
+            LegacyType::Q4_1 => Repr::Q4_1(Tiles::new(rows, cols, data)?),
+            LegacyType::Q5_0 => Repr::Q5_0(Tiles::new(rows, cols, data)?),
+            LegacyType::Q5_1 => Repr::Q5_1(Tiles::new(rows, cols, data)?),
+            LegacyType::Q8_0 => Repr::Q8_0(Tiles::new(rows, cols, data)?),
+        };
+        Ok(Self { kind, repr })
+    }
+
+    fn shape(&self) -> (usize, usize) {
+        each!(&self.repr, t => (t.rows, t.cols))
+    }
+
     /// `x · Wᵀ` for `m` rows of `x` (each `cols` long), into `m × rows`.
+    ///
+    /// # Panics
+    /// If `x` holds fewer than `m × cols` values.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let simd = SimdLevel::get();
-        let mut q8 = Vec::with_capacity(m);
-        for r in x.chunks_exact(self.cols) {
-            let mut blocks = Vec::with_capacity(self.cols / BLOCK);
-            quantize_row(r, &mut blocks);
-            q8.push(blocks);
-        }
-        let q8: Vec<&[Q8Block]> = q8.iter().map(Vec::as_slice).collect();
-        // Column-major while computing so each task owns a contiguous slice.
-        let mut out_t = vec![0f32; self.rows * m];
-        let tasks = out_t
-            .chunks_mut(ROWS_PER_TASK * m)
-            .map(Mutex::new)
-            .collect::<Vec<_>>();
-        // candle's own worker pool runs its quantized kernels; running ours on
-        // the same threads keeps a second pool from spinning on the same cores.
-        candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
-            for task in range {
-                let mut dst = tasks[task].lock().unwrap_or_else(|e| e.into_inner());
-                let first = task * ROWS_PER_TASK;
-                for (local, col) in dst.chunks_exact_mut(m).enumerate() {
-                    let row = self.row(first + local);
-                    for (xs, out) in q8.chunks(TILE).zip(col.chunks_mut(TILE)) {
-                        dot_rows(self.kind, row, xs, out, simd);
-                    }
-                }
-            }
-        });
-        drop(tasks);
-        if m == 1 {
-            return out_t;
-        }
-        let mut out = vec![0f32; m * self.rows];
-        for (r, col) in out_t.chunks_exact(m).enumerate() {
-            for (i, v) in col.iter().enumerate() {
-                out[i * self.rows + r] = *v;
-            }
-        }
-        out
+        self.matmul_with(SimdLevel::get(), x, m)
+    }
+
+    fn matmul_with(&self, simd: SimdLevel, x: &[f32], m: usize) -> Vec<f32> {
+        each!(&self.repr, t => t.matmul(simd, x, m))
     }
 }
 
@@ -379,9 +649,7 @@ impl CustomOp1 for LegacyMatrix {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        apply(storage, layout, (self.rows, self.cols), |x, m| {
-            self.matmul(x, m)
-        })
+        apply(storage, layout, self.shape(), |x, m| self.matmul(x, m))
     }
 }
 
@@ -391,14 +659,28 @@ mod tests {
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Tensor};
 
-    fn check(dtype: GgmlDType, m: usize) {
-        let (rows, cols) = (40, 256);
+    /// `x` as the kernels see it: each block quantized, back in f32.
+    fn as_quantized(x: &[f32]) -> Vec<f32> {
+        x.chunks(BLOCK)
+            .flat_map(|b| {
+                let q = quantize_block(b);
+                q.q.map(|v| f32::from(v) * q.d)
+            })
+            .collect()
+    }
+
+    /// Our product against candle's dequantize-then-multiply in f32 of the
+    /// activations as quantized, and every SIMD kernel the CPU runs against
+    /// the portable one.
+    fn check(dtype: GgmlDType, rows: usize, cols: usize, m: usize) {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (rows, cols), &dev).unwrap();
         let qw = QTensor::quantize(&w, dtype).unwrap();
         let exact_w = qw.dequantize(&dev).unwrap();
         let x = Tensor::randn(0f32, 1.0, (m, cols), &dev).unwrap();
-        let want = x
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let x8 = Tensor::from_vec(as_quantized(&xs), (m, cols), &dev).unwrap();
+        let want = x8
             .matmul(&exact_w.t().unwrap())
             .unwrap()
             .flatten_all()
@@ -407,48 +689,75 @@ mod tests {
             .unwrap();
         let kind = LegacyType::from_ggml(dtype).unwrap();
         let ours = LegacyMatrix::new(kind, rows, cols, &qw.data().unwrap()).unwrap();
-        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let portable = {
-            let mut out = Vec::new();
-            for r in xs.chunks_exact(cols) {
-                let mut q8 = Vec::new();
-                quantize_row(r, &mut q8);
-                for j in 0..rows {
-                    let mut v = [0f32];
-                    dot_rows_portable(kind, ours.row(j), &[&q8], &mut v);
-                    out.push(v[0]);
+        // A minimum multiplies the block's `s`, `d · Σq` rounded to f16
+        // (relative error ≤ 2⁻¹¹, twice with `d`'s own rounding), where the
+        // reference has `d · Σq`; no minimum exceeds the largest weight.
+        let w_max = w
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let rounding: Vec<f32> = xs
+            .chunks(cols)
+            .map(|row| {
+                let sums: f32 = row.chunks(BLOCK).map(|b| quantize_block(b).s.abs()).sum();
+                match kind {
+                    LegacyType::Q4_1 | LegacyType::Q5_1 => 1e-3 * w_max * sums,
+                    _ => 0.0,
                 }
-            }
-            out
-        };
-        let got = ours.matmul(&xs, m);
-        for ((g, p), w) in got.iter().zip(&portable).zip(&want) {
-            // 8-bit activations: error grows like sqrt(cols) × 1/254 of the row's range.
-            assert!((g - w).abs() < 0.6, "{dtype:?}: {g} vs exact {w}");
-            assert!((g - p).abs() < 1e-3, "{dtype:?}: simd {g} vs portable {p}");
+            })
+            .collect();
+        let portable = ours.matmul_with(SimdLevel::Portable, &xs, m);
+        for (at, (p, w)) in portable.iter().zip(&want).enumerate() {
+            let close = (p - w).abs() < 1e-3 * (1.0 + w.abs()) + rounding[at / rows];
+            assert!(close, "{dtype:?} {at}: {p} vs exact {w}");
         }
+        for simd in [SimdLevel::Avx2, SimdLevel::Vnni] {
+            if simd > SimdLevel::get() {
+                continue;
+            }
+            let got = ours.matmul_with(simd, &xs, m);
+            for (at, (g, p)) in got.iter().zip(&portable).enumerate() {
+                let close = (g - p).abs() < 1e-3 * (1.0 + p.abs());
+                assert!(close, "{dtype:?} {simd:?} {at}: {g} vs portable {p}");
+            }
+        }
+    }
+
+    /// One generated row, and row counts that are not multiples of the tile
+    /// or of the rows sharing a load, with more than one task of each.
+    fn check_shapes(dtype: GgmlDType) {
+        check(dtype, 48, 256, 1);
+        check(dtype, 75, 96, 7);
+        check(dtype, 130, 160, 37);
     }
 
     #[test]
     fn q4_1_matches_dequantized_matmul() {
-        check(GgmlDType::Q4_1, 1);
-        check(GgmlDType::Q4_1, 7);
+        check_shapes(GgmlDType::Q4_1);
     }
 
     #[test]
     fn q5_0_matches_dequantized_matmul() {
-        check(GgmlDType::Q5_0, 1);
-        check(GgmlDType::Q5_0, 5);
+        check_shapes(GgmlDType::Q5_0);
     }
 
     #[test]
     fn q5_1_matches_dequantized_matmul() {
-        check(GgmlDType::Q5_1, 3);
+        check_shapes(GgmlDType::Q5_1);
+    }
+
+    #[test]
+    fn q8_0_matches_dequantized_matmul() {
+        check_shapes(GgmlDType::Q8_0);
     }
 
     #[test]
     fn wrong_sizes_are_errors() {
         assert!(LegacyMatrix::new(LegacyType::Q4_1, 2, 32, &[0; 39]).is_err());
         assert!(LegacyMatrix::new(LegacyType::Q4_1, 2, 30, &[0; 40]).is_err());
+        assert!(LegacyMatrix::new(LegacyType::Q8_0, 2, 32, &[0; 67]).is_err());
     }
 }

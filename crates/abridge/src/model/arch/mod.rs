@@ -317,20 +317,6 @@ pub(crate) enum Weight {
 }
 
 impl Weight {
-    /// `native`: our own kernel when there is one for the block type.
-    pub(crate) fn new(q: QTensor, native: bool) -> Result<Self> {
-        if native && let Some(kind) = LegacyType::from_ggml(q.dtype()) {
-            let (rows, cols) = q.shape().dims2()?;
-            return Ok(Self::Legacy(LegacyMatrix::new(
-                kind,
-                rows,
-                cols,
-                &q.data()?,
-            )?));
-        }
-        Ok(Self::Candle(QMatMul::from_qtensor(q)?))
-    }
-
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Self::Candle(w) => w.forward(x)?,
@@ -382,18 +368,21 @@ impl Loader<'_> {
             .gguf
             .tensor_info(name)
             .and_then(|i| i.kind.ggml_dtype());
-        if self.native
-            && let Some(kind) = dtype.and_then(KQuantType::from_ggml)
-        {
+        if self.native {
             // Repacked straight from the file's pages: no intermediate copy.
-            return self.gguf.with_bytes(name, Some(&shape), |_, _, bytes| {
-                Ok(Weight::KQuant(KQuantMatrix::new(kind, out, inp, bytes)?))
-            });
+            if let Some(kind) = dtype.and_then(KQuantType::from_ggml) {
+                return self.gguf.with_bytes(name, Some(&shape), |_, _, bytes| {
+                    Ok(Weight::KQuant(KQuantMatrix::new(kind, out, inp, bytes)?))
+                });
+            }
+            if let Some(kind) = dtype.and_then(LegacyType::from_ggml) {
+                return self.gguf.with_bytes(name, Some(&shape), |_, _, bytes| {
+                    Ok(Weight::Legacy(LegacyMatrix::new(kind, out, inp, bytes)?))
+                });
+            }
         }
-        Weight::new(
-            self.gguf.tensor(name, Some(&shape), self.device)?,
-            self.native,
-        )
+        let q = self.gguf.tensor(name, Some(&shape), self.device)?;
+        Ok(Weight::Candle(QMatMul::from_qtensor(q)?))
     }
 
     /// `{name}.weight`, with `{name}.bias` when the file has one.
