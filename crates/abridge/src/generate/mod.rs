@@ -62,7 +62,10 @@ impl PartialEq for Cancel {
 /// Limits and sampling for one generation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOptions {
-    /// Most tokens to generate.
+    /// Most tokens to generate, and keep. When generation goes back to an
+    /// earlier sentence end rather than stop short (see
+    /// [`GenerationStats::discarded_tokens`]), the tokens dropped do not
+    /// count, so one generation computes at most four times this many.
     pub max_tokens: usize,
     /// Generation stops before any of these strings; they are not emitted.
     pub stop: Vec<String>,
