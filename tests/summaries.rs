@@ -140,16 +140,12 @@ fn qwen_summaries_of_100_words_land_within_a_quarter() {
     assert_no_problems(problems(model(QWEN), &docs, Some(100)));
 }
 
-/// A model asked to repeat itself does; the loop guard catches the repeated
-/// sentence long before the length asked for, and generation goes back to
-/// the end of the last sentence shown and continues without the token that
-/// began the repeat, rather than stop with one sentence. Nothing shown is
-/// taken back.
-#[test]
-fn a_loop_well_short_of_the_length_asked_for_is_replaced_not_cut() {
+/// Greedy generation of `max_tokens` at most, in whole sentences, with the
+/// loop guard and a length of 60 words asked for, after asking SmolLM2 to
+/// repeat `sentence`; returns the generation and the text shown on the way.
+fn repeat_after_me(sentence: &str, max_tokens: usize) -> (abridge::Generation, String) {
     use abridge::{ContextWindow, Event, GenerateOptions, SamplingOptions, TextPolicy};
     let model = model(SMOLLM2);
-    let sentence = "The quick brown fox jumps over the lazy dog.";
     let rendered = model
         .template()
         .render_turn(
@@ -159,7 +155,7 @@ fn a_loop_well_short_of_the_length_asked_for_is_replaced_not_cut() {
         .unwrap();
     let prompt = model.tokenizer().encode_rendered(&rendered).unwrap();
     let options = GenerateOptions {
-        max_tokens: 200,
+        max_tokens,
         sampling: SamplingOptions::greedy(),
         text: TextPolicy {
             whole_sentences: true,
@@ -179,6 +175,19 @@ fn a_loop_well_short_of_the_length_asked_for_is_replaced_not_cut() {
     })
     .unwrap();
     eprintln!("{:?}, {:?}:\n{}", g.stop_reason, g.stats, g.text);
+    (g, shown)
+}
+
+const FOX: &str = "The quick brown fox jumps over the lazy dog.";
+
+/// A model asked to repeat itself does; the loop guard catches the repeated
+/// sentence long before the length asked for, and generation goes back to
+/// the end of the last sentence shown and continues without the token that
+/// began the repeat, rather than stop with one sentence. Nothing shown is
+/// taken back.
+#[test]
+fn a_loop_well_short_of_the_length_asked_for_is_replaced_not_cut() {
+    let (g, shown) = repeat_after_me(FOX, 200);
     assert!(
         g.stats.discarded_tokens > 0,
         "the model never repeated itself"
@@ -190,8 +199,18 @@ fn a_loop_well_short_of_the_length_asked_for_is_replaced_not_cut() {
         g.text
     );
     assert!(
-        quality::word_count(&g.text) > quality::word_count(sentence),
+        quality::word_count(&g.text) > quality::word_count(FOX),
         "stopped at the first sentence: {}",
         g.text
     );
+}
+
+/// A token limit far below the length asked for is the caller's choice:
+/// reaching it is not a reason to go back and spend it again.
+#[test]
+fn a_token_limit_too_small_for_the_length_is_not_gone_back_from() {
+    let (g, shown) = repeat_after_me(FOX, 12);
+    assert_eq!(g.stop_reason, abridge::StopReason::MaxTokens);
+    assert_eq!(g.stats.discarded_tokens, 0);
+    assert_eq!(shown, g.text);
 }

@@ -246,15 +246,17 @@ impl Guard {
         self.pending.trim().is_empty() || self.pending_is_complete()
     }
 
-    /// Whether stopping now for `reason` would leave a summary too short for
-    /// the length asked for, or nothing at all: then going back and trying
-    /// another continuation beats stopping.
-    pub(crate) fn stop_leaves_too_little(&self, reason: StopReason) -> bool {
+    /// Words the text would lack if generation stopped now for `reason`:
+    /// those below three quarters of the length asked for, or, with no
+    /// length asked for, one when a loop would leave nothing at all (at the
+    /// token limit whole words are kept instead; see [`Guard::finish`]).
+    /// Going back and trying another continuation beats stopping short.
+    pub(crate) fn words_short(&self, reason: StopReason) -> usize {
         if !self.policy.whole_sentences || !self.policy.loop_guard {
-            return false;
+            return 0;
         }
-        // At the token limit a finished sentence still held back is kept (see
-        // `finish`); after a loop it is not.
+        // At the token limit a finished sentence still held back is kept;
+        // after a loop it is not.
         let held = if reason == StopReason::MaxTokens && self.pending_is_complete() {
             quality::word_count(&self.pending)
         } else {
@@ -262,8 +264,8 @@ impl Guard {
         };
         let kept = quality::word_count(&self.released) + held;
         match self.policy.target_words {
-            Some(target) if self.policy.hold_end => kept < min_words(target),
-            _ => kept == 0,
+            Some(target) if self.policy.hold_end => min_words(target).saturating_sub(kept),
+            _ => usize::from(reason == StopReason::Repetition && kept == 0),
         }
     }
 
@@ -447,9 +449,10 @@ mod tests {
             g.push("Azure OpenAI serves models. It scales well. Azure OpenAI serves models. More");
         assert_eq!(stop, Some(StopReason::Repetition));
         assert_eq!(shown, "Azure OpenAI serves models. It scales well. ");
-        assert!(
-            g.stop_leaves_too_little(StopReason::Repetition),
-            "6 words of 60"
+        assert_eq!(
+            g.words_short(StopReason::Repetition),
+            45 - 7,
+            "7 of 60 words"
         );
         g.rewind();
         assert_eq!(g.text(), "Azure OpenAI serves models. It scales well.");
@@ -470,20 +473,31 @@ mod tests {
             ..SENTENCES
         });
         g.push("One two three four five six seven. Azure serves. ");
-        assert!(!g.stop_leaves_too_little(StopReason::Repetition));
+        assert_eq!(g.words_short(StopReason::Repetition), 0);
         let mut unasked = Guard::new(SENTENCES);
         unasked.push("One two three. Four five six. ");
-        assert!(!unasked.stop_leaves_too_little(StopReason::Repetition));
+        assert_eq!(unasked.words_short(StopReason::Repetition), 0);
         let nothing = Guard::new(SENTENCES);
-        assert!(nothing.stop_leaves_too_little(StopReason::Repetition));
-        let mut one = Guard::new(SENTENCES);
+        assert_eq!(nothing.words_short(StopReason::Repetition), 1);
+        assert_eq!(
+            nothing.words_short(StopReason::MaxTokens),
+            0,
+            "whole words are kept"
+        );
+        let mut one = Guard::new(TextPolicy {
+            target_words: Some(8),
+            hold_end: true,
+            ..SENTENCES
+        });
         one.push("A single finished sentence.");
-        assert!(
-            !one.stop_leaves_too_little(StopReason::MaxTokens),
+        assert_eq!(
+            one.words_short(StopReason::MaxTokens),
+            6 - 4,
             "kept at the limit"
         );
-        assert!(
-            one.stop_leaves_too_little(StopReason::Repetition),
+        assert_eq!(
+            one.words_short(StopReason::Repetition),
+            6,
             "dropped after a loop"
         );
     }

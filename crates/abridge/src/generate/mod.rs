@@ -331,7 +331,14 @@ pub fn generate_after_prefix(
     let reason = loop {
         if stream.ids.len() >= options.max_tokens {
             let reason = StopReason::MaxTokens;
-            match retries.go_back(reason, &mut guard, &mut stream, &mut history, cache) {
+            match retries.go_back(
+                reason,
+                options,
+                &mut guard,
+                &mut stream,
+                &mut history,
+                cache,
+            ) {
                 Some(earlier) => {
                     logits = earlier;
                     continue;
@@ -371,8 +378,14 @@ pub fn generate_after_prefix(
         }
         if let Some(reason) = guard_stop {
             if reason == StopReason::Repetition
-                && let Some(earlier) =
-                    retries.go_back(reason, &mut guard, &mut stream, &mut history, cache)
+                && let Some(earlier) = retries.go_back(
+                    reason,
+                    options,
+                    &mut guard,
+                    &mut stream,
+                    &mut history,
+                    cache,
+                )
             {
                 logits = earlier;
                 continue;
@@ -508,16 +521,26 @@ impl<'a> Retries<'a> {
     fn go_back(
         &mut self,
         reason: StopReason,
+        options: &GenerateOptions,
         guard: &mut Guard,
         stream: &mut TextStream<'a>,
         history: &mut Vec<TokenId>,
         cache: &mut KvCache,
     ) -> Option<Tensor> {
-        if self.left == 0 || !guard.stop_leaves_too_little(reason) {
+        let short = guard.words_short(reason);
+        if self.left == 0 || short == 0 {
             return None;
         }
         let at = self.places.iter().rposition(|p| p.text == guard.shown())?;
         let generated = self.places[at].stream.ids.len();
+        // At the token limit, going back only helps when the budget left
+        // from there can hold the missing words at this text's own rate: a
+        // limit set far below the length asked for is the caller's choice.
+        let per_word = stream.ids.len() as f64 / guard.words().max(1) as f64;
+        let left_then = options.max_tokens.saturating_sub(generated) as f64;
+        if reason == StopReason::MaxTokens && short as f64 * per_word > left_then {
+            return None;
+        }
         let taken = *stream.ids.get(generated)?;
         self.places.truncate(at + 1);
         let place = &mut self.places[at];
