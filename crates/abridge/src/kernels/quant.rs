@@ -626,6 +626,30 @@ impl LegacyMatrix {
         each!(&self.repr, t => (t.rows, t.cols))
     }
 
+    /// Rows of the matrix.
+    pub fn rows(&self) -> usize {
+        self.shape().0
+    }
+
+    /// Row `r`, dequantized: a token's embedding when the embedding matrix
+    /// is held only as this (tied to the output projection). `None` unless
+    /// the matrix is `Q8_0` and has that row.
+    pub fn row_values(&self, r: usize) -> Option<Vec<f32>> {
+        let Repr::Q8_0(t) = &self.repr else {
+            return None;
+        };
+        if r >= t.rows {
+            return None;
+        }
+        let (tile_row, within) = (r / ROWS, r % ROWS);
+        let mut out = Vec::with_capacity(t.cols);
+        for tile in t.row(tile_row) {
+            let d = widen(tile.d[within]);
+            out.extend((0..BLOCK).map(|i| tile.value(within, i) as f32 * d));
+        }
+        Some(out)
+    }
+
     /// `x · Wᵀ` for `m` rows of `x` (each `cols` long), into `m × rows`.
     ///
     /// # Panics
@@ -752,6 +776,25 @@ mod tests {
     #[test]
     fn q8_0_matches_dequantized_matmul() {
         check_shapes(GgmlDType::Q8_0);
+    }
+
+    /// A tied embedding read back from the output's tiles is what candle's
+    /// dequantization gives, to the bit, in every row of a ragged last tile.
+    #[test]
+    fn q8_0_rows_read_back_exactly() {
+        let dev = Device::Cpu;
+        let (rows, cols) = (37, 96);
+        let w = Tensor::randn(0f32, 1.0, (rows, cols), &dev).unwrap();
+        let qw = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let m = LegacyMatrix::new(LegacyType::Q8_0, rows, cols, &qw.data().unwrap()).unwrap();
+        let exact: Vec<Vec<f32>> = qw.dequantize(&dev).unwrap().to_vec2().unwrap();
+        for (r, want) in exact.iter().enumerate() {
+            assert_eq!(m.row_values(r).as_ref(), Some(want), "row {r}");
+        }
+        assert_eq!(m.row_values(rows), None);
+        let q4 = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
+        let m = LegacyMatrix::new(LegacyType::Q4_1, rows, cols, &q4.data().unwrap()).unwrap();
+        assert_eq!(m.row_values(0), None, "only Q8_0 is read back");
     }
 
     #[test]

@@ -27,12 +27,9 @@
 //! window's slice of the cache, so their attention cost stays bounded on long
 //! prompts.
 
-use std::sync::Arc;
-
-use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
-use super::{Family, HParams, Loader, Rope, Weight, rms_norm};
+use super::{Embedding, Family, HParams, Loader, Rope, Weight, rms_norm};
 use crate::error::Result;
 use crate::gguf::GgufFile;
 use crate::kernels::attention::attention;
@@ -149,7 +146,7 @@ struct Block {
 pub(crate) struct Gemma3 {
     hp: HParams,
     extra: Gemma3Params,
-    embed: Arc<QTensor>,
+    embed: Embedding,
     embed_scale: f64,
     blocks: Vec<Block>,
     output_norm: Tensor,
@@ -217,8 +214,7 @@ impl Gemma3 {
         let eps = c.norm_eps;
         let seq = tokens.len();
         let pos = cache.len();
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = (self.embed.embedding(&ids)? * self.embed_scale)?;
+        let mut x = (self.embed.rows(tokens, &self.device)? * self.embed_scale)?;
         let global_rope = self.rope_global.at(pos, seq)?;
         let local_rope = self.rope_local.at(pos, seq)?;
         for (i, b) in self.blocks.iter().enumerate() {

@@ -5,12 +5,9 @@
 //! norm epsilon and rope base. The biases are found by the loader, the rest
 //! is in [`HParams`]; the block below is written once for all three.
 
-use std::sync::Arc;
-
-use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
-use super::{Architecture, Family, HParams, Linear, Loader, Rope, Weight, rms_norm};
+use super::{Architecture, Embedding, Family, HParams, Linear, Loader, Rope, Weight, rms_norm};
 use crate::error::Result;
 use crate::kernels::attention::attention;
 use crate::model::kv_cache::KvCache;
@@ -44,7 +41,7 @@ struct Block {
 pub(crate) struct Llama {
     hp: HParams,
     rope_style: RopeStyle,
-    embed: Arc<QTensor>,
+    embed: Embedding,
     blocks: Vec<Block>,
     output_norm: Tensor,
     output: Weight,
@@ -110,8 +107,7 @@ impl Llama {
         let c = &self.hp;
         let seq = tokens.len();
         let pos = cache.len();
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embed.embedding(&ids)?;
+        let mut x = self.embed.rows(tokens, &self.device)?;
         let (cos, sin) = self.rope.at(pos, seq)?;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         for (i, b) in self.blocks.iter().enumerate() {

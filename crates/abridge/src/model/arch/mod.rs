@@ -312,7 +312,7 @@ pub(crate) fn load(gguf: &GgufFile, device: &Device, native: bool) -> Result<Box
 #[derive(Debug)]
 pub(crate) enum Weight {
     Candle(QMatMul),
-    Legacy(LegacyMatrix),
+    Legacy(Arc<LegacyMatrix>),
     KQuant(KQuantMatrix),
 }
 
@@ -320,9 +320,41 @@ impl Weight {
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Self::Candle(w) => w.forward(x)?,
-            Self::Legacy(w) => x.contiguous()?.apply_op1_no_bwd(w)?,
+            Self::Legacy(w) => x.contiguous()?.apply_op1_no_bwd(w.as_ref())?,
             Self::KQuant(w) => x.contiguous()?.apply_op1_no_bwd(w)?,
         })
+    }
+}
+
+/// The token embedding matrix.
+#[derive(Debug)]
+pub(crate) enum Embedding {
+    /// candle's quantized tensor.
+    Quantized(Arc<QTensor>),
+    /// The tiles of the output projection it is tied to (`Q8_0`).
+    Tiled(Arc<LegacyMatrix>),
+}
+
+impl Embedding {
+    /// The embeddings of `tokens`, `(tokens, hidden)` in f32.
+    pub(crate) fn rows(&self, tokens: &[u32], device: &Device) -> Result<Tensor> {
+        match self {
+            Self::Quantized(q) => Ok(q.embedding(&Tensor::new(tokens, device)?)?),
+            Self::Tiled(m) => {
+                let mut values = Vec::new();
+                for &t in tokens {
+                    let row = m
+                        .row_values(t as usize)
+                        .ok_or(Error::TokenOutOfVocabulary {
+                            token: t,
+                            vocab: m.rows(),
+                        })?;
+                    values.extend(row);
+                }
+                let hidden = values.len() / tokens.len().max(1);
+                Ok(Tensor::from_vec(values, (tokens.len(), hidden), device)?)
+            }
+        }
     }
 }
 
@@ -377,7 +409,9 @@ impl Loader<'_> {
             }
             if let Some(kind) = dtype.and_then(LegacyType::from_ggml) {
                 return self.gguf.with_bytes(name, Some(&shape), |_, _, bytes| {
-                    Ok(Weight::Legacy(LegacyMatrix::new(kind, out, inp, bytes)?))
+                    Ok(Weight::Legacy(Arc::new(LegacyMatrix::new(
+                        kind, out, inp, bytes,
+                    )?)))
                 });
             }
         }
@@ -396,20 +430,37 @@ impl Loader<'_> {
         Ok(Linear { weight, bias })
     }
 
-    /// The token embedding matrix, kept quantized.
-    pub fn embedding(&self, hp: &HParams) -> Result<Arc<QTensor>> {
-        Ok(Arc::new(self.gguf.tensor(
-            "token_embd.weight",
-            Some(&[hp.vocab, hp.hidden]),
+    /// The token embedding matrix, kept quantized: as the output
+    /// projection's tiles when the two are tied and our kernels run that
+    /// type, so the matrix is held once.
+    pub fn embedding(&self, hp: &HParams) -> Result<Embedding> {
+        let name = "token_embd.weight";
+        let shape = [hp.vocab, hp.hidden];
+        let kind = self
+            .gguf
+            .tensor_info(name)
+            .and_then(|i| i.kind.ggml_dtype())
+            .and_then(LegacyType::from_ggml);
+        let tied = self.gguf.tensor_info("output.weight").is_none();
+        if self.native && tied && kind == Some(LegacyType::Q8_0) {
+            return self.gguf.with_bytes(name, Some(&shape), |_, _, bytes| {
+                let matrix = LegacyMatrix::new(LegacyType::Q8_0, hp.vocab, hp.hidden, bytes)?;
+                Ok(Embedding::Tiled(Arc::new(matrix)))
+            });
+        }
+        Ok(Embedding::Quantized(Arc::new(self.gguf.tensor(
+            name,
+            Some(&shape),
             self.device,
-        )?))
+        )?)))
     }
 
     /// `output.weight`, or the embedding matrix when small models tie the two.
-    pub fn output(&self, hp: &HParams, embed: &Arc<QTensor>) -> Result<Weight> {
-        match self.gguf.tensor_info("output.weight") {
-            Some(_) => self.weight("output.weight", hp.vocab, hp.hidden),
-            None => Ok(Weight::Candle(QMatMul::from_arc(embed.clone())?)),
+    pub fn output(&self, hp: &HParams, embed: &Embedding) -> Result<Weight> {
+        match (self.gguf.tensor_info("output.weight"), embed) {
+            (Some(_), _) => self.weight("output.weight", hp.vocab, hp.hidden),
+            (None, Embedding::Tiled(m)) => Ok(Weight::Legacy(m.clone())),
+            (None, Embedding::Quantized(q)) => Ok(Weight::Candle(QMatMul::from_arc(q.clone())?)),
         }
     }
 }
