@@ -330,21 +330,7 @@ pub fn generate_after_prefix(
     let mut retries = Retries::new(&stream, &guard, &logits, cache.len());
     let reason = loop {
         if stream.ids.len() >= options.max_tokens {
-            let reason = StopReason::MaxTokens;
-            match retries.go_back(
-                reason,
-                options,
-                &mut guard,
-                &mut stream,
-                &mut history,
-                cache,
-            ) {
-                Some(earlier) => {
-                    logits = earlier;
-                    continue;
-                }
-                None => break reason,
-            }
+            break StopReason::MaxTokens;
         }
         if options.cancel.is_cancelled() {
             break StopReason::Cancelled;
@@ -376,24 +362,22 @@ pub fn generate_after_prefix(
         if stopped {
             break StopReason::StopString;
         }
-        if let Some(reason) = guard_stop {
-            if reason == StopReason::Repetition
-                && let Some(earlier) = retries.go_back(
-                    reason,
-                    options,
-                    &mut guard,
-                    &mut stream,
-                    &mut history,
-                    cache,
-                )
-            {
-                logits = earlier;
-                continue;
+        let limit = (stream.ids.len() >= options.max_tokens).then_some(StopReason::MaxTokens);
+        if let Some(reason) = guard_stop.or(limit) {
+            match retries.go_back(
+                reason,
+                options,
+                &mut guard,
+                &mut stream,
+                &mut history,
+                cache,
+            ) {
+                Some(earlier) => {
+                    logits = earlier;
+                    continue;
+                }
+                None => break reason,
             }
-            break reason;
-        }
-        if stream.ids.len() >= options.max_tokens {
-            continue;
         }
         if cache.remaining() == 0 {
             break StopReason::ContextFull;
@@ -516,8 +500,9 @@ impl<'a> Retries<'a> {
         }
     }
 
-    /// When stopping now for `reason` would leave too little, goes back to
-    /// the end of the text shown so far; returns the logits to continue from.
+    /// When stopping now for `reason` (a loop or the token limit) would
+    /// leave too little, goes back to the end of the text shown so far;
+    /// returns the logits to continue from.
     fn go_back(
         &mut self,
         reason: StopReason,
@@ -527,19 +512,24 @@ impl<'a> Retries<'a> {
         history: &mut Vec<TokenId>,
         cache: &mut KvCache,
     ) -> Option<Tensor> {
+        if self.left == 0 || !matches!(reason, StopReason::Repetition | StopReason::MaxTokens) {
+            return None;
+        }
         let short = guard.words_short(reason);
-        if self.left == 0 || short == 0 {
+        if short == 0 {
             return None;
         }
         let at = self.places.iter().rposition(|p| p.text == guard.shown())?;
         let generated = self.places[at].stream.ids.len();
-        // At the token limit, going back only helps when the budget left
-        // from there can hold the missing words at this text's own rate: a
-        // limit set far below the length asked for is the caller's choice.
-        let per_word = stream.ids.len() as f64 / guard.words().max(1) as f64;
-        let left_then = options.max_tokens.saturating_sub(generated) as f64;
-        if reason == StopReason::MaxTokens && short as f64 * per_word > left_then {
-            return None;
+        if reason == StopReason::MaxTokens {
+            // Going back only helps when the budget left from there can
+            // hold the missing words at this text's own rate: a limit set
+            // far below the length asked for is the caller's choice.
+            let per_word = stream.ids.len() as f64 / guard.words().max(1) as f64;
+            let left_then = options.max_tokens.saturating_sub(generated) as f64;
+            if short as f64 * per_word > left_then {
+                return None;
+            }
         }
         let taken = *stream.ids.get(generated)?;
         self.places.truncate(at + 1);
