@@ -13,18 +13,30 @@ struct Case {
     fixture: &'static str,
     /// Least number of the 64 teacher-forced steps that must agree exactly.
     min_exact: usize,
+    /// Bound on the RMS distance of our teacher-forced logits from
+    /// llama.cpp's (its top five at each step), above what every set of
+    /// kernels measured: the noise of two correct f32 implementations, which
+    /// the activations' 8-bit quantization amplifies most in the smallest
+    /// model.
+    logit_noise: f32,
 }
 
 const SMOLLM2: Case = Case {
     file: "SmolLM2-135M-Instruct.Q4_1.gguf",
     fixture: "smollm2-135m-instruct-q4_1",
     min_exact: 60,
+    // Measured 0.18-0.20 with our kernels before and after the tiled prompt
+    // attention and with candle's generic ones; the two versions of our
+    // kernels differ from each other by as much.
+    logit_noise: 0.25,
 };
 
 const QWEN2: Case = Case {
     file: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
     fixture: "qwen2.5-coder-0.5b-instruct-q4_k_m",
     min_exact: 62,
+    // Measured 0.08-0.09, as for SmolLM2.
+    logit_noise: 0.12,
 };
 
 impl Case {
@@ -33,6 +45,14 @@ impl Case {
     /// to llama.cpp too.
     fn load(&self) -> Model {
         Model::load_with(abridge_tests::model(self.file), abridge_tests::options(2)).unwrap()
+    }
+
+    /// The near-tie a fork from llama.cpp's pick is allowed at: twice the
+    /// model's logit noise, where that is wider than the kernels' own (a
+    /// 0.1 tie flipped SmolLM2's step 63, a 0.35 gap in llama.cpp's logits,
+    /// with each change of summation order in the kernels).
+    fn near_tie(&self, model: &Model) -> f32 {
+        abridge_tests::near_tie(model.kernels()).max(2.0 * self.logit_noise)
     }
 
     fn golden(&self, kind: &str) -> Value {
@@ -115,8 +135,15 @@ fn greedy_matches_teacher_forced(case: &Case) {
         &reference,
         |step| &margins["steps"][step]["top"],
         None,
+        case.near_tie(&model),
     );
     assert!(a.failures.is_empty(), "{}: {:#?}", case.fixture, a.failures);
+    assert!(
+        a.rms_logit_gap < case.logit_noise,
+        "{}: logits {} RMS from llama.cpp's",
+        case.fixture,
+        a.rms_logit_gap
+    );
     assert!(
         a.exact >= case.min_exact,
         "only {} of 64 teacher-forced steps agree exactly",
@@ -155,7 +182,7 @@ fn free_running_greedy_forks_only_at_a_near_tie(case: &Case) -> usize {
     );
     if agree < reference.len() {
         let top = &margins["steps"][agree]["top"];
-        let tie = abridge_tests::near_tie(model.kernels());
+        let tie = case.near_tie(&model);
         abridge_tests::llama_cpp_would_pick(top, agree, out.tokens[agree], reference[agree], tie)
             .unwrap();
     }

@@ -142,7 +142,10 @@ fn qwen_summaries_of_100_words_land_within_a_quarter() {
 
 /// Greedy generation of `max_tokens` at most, in whole sentences, with the
 /// loop guard and a length of 60 words asked for, after asking SmolLM2 to
-/// repeat `sentence`; returns the generation and the text shown on the way.
+/// repeat `sentence` and starting its answer with the sentence twice, so
+/// that repeating it once more is what the model does whatever the last bits
+/// of its arithmetic (asked alone, it repeated or not as kernels changed);
+/// returns the generation and the text shown on the way.
 fn repeat_after_me(sentence: &str, max_tokens: usize) -> (abridge::Generation, String) {
     use abridge::{ContextWindow, Event, GenerateOptions, SamplingOptions, TextPolicy};
     let model = model(SMOLLM2);
@@ -153,7 +156,9 @@ fn repeat_after_me(sentence: &str, max_tokens: usize) -> (abridge::Generation, S
             &format!("Write the same sentence five times: {sentence}"),
         )
         .unwrap();
-    let prompt = model.tokenizer().encode_rendered(&rendered).unwrap();
+    let mut prompt = model.tokenizer().encode_rendered(&rendered).unwrap();
+    let answer = format!("{sentence}\n{sentence}\n");
+    prompt.extend(model.tokenizer().encode(&answer).unwrap());
     let options = GenerateOptions {
         max_tokens,
         sampling: SamplingOptions::greedy(),
