@@ -99,3 +99,20 @@ fn attention_step(bencher: divan::Bencher, depth: usize) {
     let scale = 1.0 / (128f64).sqrt();
     bencher.bench_local(|| attention(&q, &k, &v, 8, scale, None, true).unwrap());
 }
+
+/// A 128-row prompt chunk's attention (the 7B's heads, as above) over
+/// `depth` earlier positions and its own.
+#[divan::bench(args = [512, 4096], sample_count = 5)]
+fn attention_prompt(bencher: divan::Bencher, depth: usize) {
+    let rows = 128;
+    let q = Tensor::randn(0f32, 1.0, (32, rows, 128), &Device::Cpu).unwrap();
+    let cache = |d| {
+        Tensor::randn(0f32, 1.0, (8, d, 128), &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap()
+    };
+    let (k, v) = (cache(depth + rows), cache(depth + rows));
+    let scale = 1.0 / (128f64).sqrt();
+    bencher.bench_local(|| attention(&q, &k, &v, 8, scale, None, true).unwrap());
+}

@@ -35,11 +35,6 @@ impl SimdLevel {
         }
         Self::Portable
     }
-
-    /// Whether the AVX2 kernels may run.
-    pub(crate) fn has_avx2(self) -> bool {
-        self >= Self::Avx2
-    }
 }
 
 /// Horizontal reductions of AVX registers.

@@ -1,16 +1,19 @@
 //! Attention of the newest positions over the key/value cache.
 //!
-//! Two paths compute the same thing:
+//! On CPU, over the f16 cache, our own kernels run:
 //!
-//! - a prompt chunk (many query rows) goes through batched matmuls, in blocks
-//!   of query rows so the scores held at once stay small however long the
-//!   prompt;
-//! - generation on CPU (a few query rows) goes through our own kernel, which
-//!   reads each cached key and value once per step, spreads the keys over the
-//!   worker threads and merges their partial softmaxes. The matmul path wrote
-//!   the scores out, scaled, exponentiated and re-read them in separate passes
-//!   with scalar `exp`, and faulted in fresh pages for each: after a
-//!   6,000-token prompt that took more than half of every step (issue 4).
+//! - generation (a few query rows) spreads each row's keys over the worker
+//!   threads, reads each cached key and value once per step and merges the
+//!   threads' partial softmaxes. The matmul path wrote the scores out,
+//!   scaled, exponentiated and re-read them in separate passes with scalar
+//!   `exp`, and faulted in fresh pages for each: after a 6,000-token prompt
+//!   that took more than half of every step (issue 4);
+//! - a prompt chunk (many query rows) goes through `prompt`'s tiles, which
+//!   keep the scores of sixteen positions at a time in the core's caches.
+//!
+//! Elsewhere (another device, another cache type, or the generic kernels
+//! asked for) batched matmuls compute the same thing, in blocks of query rows
+//! so the scores held at once stay small however long the prompt.
 //!
 //! Query rows are the last `seq` positions of the cache: row `i` sits at
 //! absolute position `p = total - seq + i` and sees keys `first..=p`, where
@@ -27,14 +30,16 @@ use half::slice::HalfFloatSliceExt;
 use super::simd::SimdLevel;
 use crate::error::Result;
 
+mod prompt;
+
 /// Query rows whose attention scores are held at once on the matmul path:
 /// bounds the scores to `heads × ATTENTION_ROWS × context` floats (7 MB for
 /// Qwen2.5-0.5B at 4,000 tokens) instead of a whole prompt chunk's. 128 rows
 /// put the seed article's peak memory 46 MB higher, at the same speed.
 const ATTENTION_ROWS: usize = 32;
 
-/// Up to this many query rows, CPU attention runs on the kernel below: past
-/// it, batched matmuls use the cores better than one dot product per key.
+/// Up to this many query rows, CPU attention splits each row's keys over the
+/// threads (generation); past it, threads take blocks of rows (`prompt`).
 const KERNEL_ROWS: usize = 8;
 
 /// Keys one task of the kernel covers: enough for the partial results that
@@ -71,8 +76,7 @@ pub fn attention(
     window: Option<usize>,
     native: bool,
 ) -> Result<Tensor> {
-    let seq = q.dim(1)?;
-    if native && q.device().is_cpu() && seq <= KERNEL_ROWS && k.dtype() == DType::F16 {
+    if native && q.device().is_cpu() && k.dtype() == DType::F16 {
         let op = CachedAttention {
             kv_heads,
             scale: scale as f32,
@@ -83,7 +87,7 @@ pub fn attention(
     blocked(q, k, v, kv_heads, scale, window)
 }
 
-/// The matmul path.
+/// The matmul path, for every device and cache type.
 fn blocked(
     q: &Tensor,
     k: &Tensor,
@@ -164,7 +168,7 @@ fn visibility_mask(
     Ok(Tensor::from_vec(mask, (rows, width), device)?)
 }
 
-/// The generation kernel as a candle op over `(q, k, v)`.
+/// The CPU kernels as a candle op over `(q, k, v)`.
 struct CachedAttention {
     kv_heads: usize,
     scale: f32,
@@ -249,12 +253,18 @@ impl CustomOp3 for CachedAttention {
             )
         }
         let simd = Simd::detect(d, dv);
-        let out = self.run(simd, q, (heads, seq, d), &keys, &values, total);
+        let out = if seq <= KERNEL_ROWS {
+            self.run(simd, q, (heads, seq, d), &keys, &values, total)
+        } else {
+            self.prompt(simd, q, (heads, seq, d), &keys, &values, total)
+        };
         Ok((CpuStorage::F32(out), Shape::from((heads, seq, dv))))
     }
 }
 
 impl CachedAttention {
+    /// The generation kernel: a few query rows, their keys split over the
+    /// threads.
     fn run(
         &self,
         simd: Simd,
@@ -394,6 +404,10 @@ enum Simd {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX2, and AVX-512 where a kernel has a path for it (the prompt's
+    /// tiles).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl Simd {
@@ -401,8 +415,12 @@ impl Simd {
     /// (the vector ones take whole registers of eight floats).
     fn detect(d: usize, dv: usize) -> Self {
         #[cfg(target_arch = "x86_64")]
-        if d.is_multiple_of(8) && dv.is_multiple_of(8) && SimdLevel::get().has_avx2() {
-            return Self::Avx2;
+        if d.is_multiple_of(8) && dv.is_multiple_of(8) {
+            match SimdLevel::get() {
+                SimdLevel::Vnni => return Self::Avx512,
+                SimdLevel::Avx2 => return Self::Avx2,
+                SimdLevel::Portable => {}
+            }
         }
         let _ = (d, dv);
         Self::Portable
@@ -413,7 +431,7 @@ impl Simd {
         match self {
             // SAFETY: the features were detected at run time.
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => unsafe { x86::prefetch(rows) },
+            Self::Avx2 | Self::Avx512 => unsafe { x86::prefetch(rows) },
             Self::Portable => {}
         }
     }
@@ -423,7 +441,7 @@ impl Simd {
         match self {
             // SAFETY: the features were detected at run time.
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => unsafe { x86::widen(half, out) },
+            Self::Avx2 | Self::Avx512 => unsafe { x86::widen(half, out) },
             Self::Portable => half.convert_to_f32_slice(out),
         }
     }
@@ -441,7 +459,7 @@ impl Simd {
         match self {
             // SAFETY: the features were detected at run time.
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => unsafe { x86::scores(queries, keys, scale, out, scratch) },
+            Self::Avx2 | Self::Avx512 => unsafe { x86::scores(queries, keys, scale, out, scratch) },
             Self::Portable => {
                 let d = queries[0].len();
                 let rows = out.chunks_exact_mut(keys.len() / d);
@@ -460,7 +478,7 @@ impl Simd {
         match self {
             // SAFETY: the features were detected at run time.
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => unsafe { x86::exp_shifted(s, max) },
+            Self::Avx2 | Self::Avx512 => unsafe { x86::exp_shifted(s, max) },
             Self::Portable => s
                 .iter_mut()
                 .map(|x| {
@@ -476,7 +494,7 @@ impl Simd {
         match self {
             // SAFETY: the features were detected at run time.
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => unsafe { x86::add_weighted_sum(weights, values, acc) },
+            Self::Avx2 | Self::Avx512 => unsafe { x86::add_weighted_sum(weights, values, acc) },
             Self::Portable => {
                 for (w, row) in weights.iter().zip(values.chunks_exact(acc.len())) {
                     for (a, v) in acc.iter_mut().zip(row) {
@@ -591,7 +609,7 @@ mod x86 {
     /// `e^-87`, never a denormal.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn exp8(x: __m256) -> __m256 {
+    pub(super) fn exp8(x: __m256) -> __m256 {
         let x = _mm256_min_ps(
             _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
             _mm256_set1_ps(88.0),
@@ -760,6 +778,10 @@ mod tests {
             (5, 400, 64, Some(130)),
             (300, 310, 16, None),
             (300, 310, 16, Some(50)),
+            (9, 9, 64, None),
+            (40, 1000, 64, None),
+            (37, 37, 128, Some(20)),
+            (100, 500, 32, Some(64)),
         ] {
             let (heads, kv_heads) = (6, 2);
             let q = random((heads, seq, d), 1);
@@ -782,19 +804,43 @@ mod tests {
         }
     }
 
+    impl Simd {
+        /// Every path this CPU can run for these head sizes, best last.
+        fn available(d: usize, dv: usize) -> Vec<Self> {
+            let best = Self::detect(d, dv);
+            let mut all = vec![Self::Portable];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if !matches!(best, Self::Portable) {
+                    all.push(Self::Avx2);
+                }
+                if matches!(best, Self::Avx512) {
+                    all.push(Self::Avx512);
+                }
+            }
+            let _ = best;
+            all
+        }
+    }
+
     #[test]
-    fn portable_kernel_equals_the_detected_one() {
-        // Query vectors per task: 8, 18 (batches of 8, 8, 2) and 1.
-        for (heads, kv_heads, seq, total, d) in
-            [(4, 1, 2, 333, 40), (6, 1, 3, 205, 64), (3, 3, 1, 17, 16)]
-        {
+    fn portable_kernels_equal_the_vector_ones() {
+        // Generation: query vectors per task 8, 18 (batches of 8, 8, 2) and
+        // 1. Prompts: a ragged last block of lanes, a window, head size 40.
+        for (heads, kv_heads, seq, total, d, window) in [
+            (4, 1, 2, 333, 40, None),
+            (6, 1, 3, 205, 64, None),
+            (3, 3, 1, 17, 16, None),
+            (4, 2, 21, 150, 40, None),
+            (6, 2, 50, 300, 64, Some(70)),
+        ] {
             let q = random((heads, seq, d), 4);
             let k = cache(kv_heads, total, d, 5);
             let v = cache(kv_heads, total, d, 6);
             let op = CachedAttention {
                 kv_heads,
                 scale: 0.25,
-                window: None,
+                window,
             };
             let (ks, kl) = k.storage_and_layout();
             let (vs, vl) = v.storage_and_layout();
@@ -806,21 +852,29 @@ mod tests {
             let values = CacheView::new(vs, vl, "value").unwrap();
             let q = q.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let shape = (heads, seq, d);
-            let detected = op.run(Simd::detect(d, d), &q, shape, &keys, &values, total);
-            let portable = op.run(Simd::Portable, &q, shape, &keys, &values, total);
-            let diff = detected
-                .iter()
-                .zip(&portable)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(diff < 1e-5, "heads {heads}, seq {seq}, d {d}: {diff}");
+            let run = |simd| {
+                if seq <= KERNEL_ROWS {
+                    op.run(simd, &q, shape, &keys, &values, total)
+                } else {
+                    op.prompt(simd, &q, shape, &keys, &values, total)
+                }
+            };
+            let portable = run(Simd::Portable);
+            for simd in Simd::available(d, d) {
+                let diff = run(simd)
+                    .iter()
+                    .zip(&portable)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(diff < 1e-5, "heads {heads}, seq {seq}, d {d}: {diff}");
+            }
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn vector_exp_is_as_accurate_as_f32_allows() {
-        if !matches!(Simd::detect(8, 8), Simd::Avx2) {
+        if matches!(Simd::detect(8, 8), Simd::Portable) {
             return;
         }
         let mut xs: Vec<f32> = (0..=2000).map(|i| -86.0 + i as f32 * 0.0435).collect();
