@@ -43,20 +43,6 @@ pub enum Command {
 }
 
 impl Command {
-    /// The `--threads` the command was given, if it runs a model.
-    pub fn threads(&self) -> Option<usize> {
-        match self {
-            Command::Summarize(a) => a.threads,
-            Command::Batch(a) => a.run.threads,
-            Command::Tokenize(a) => a.threads,
-            Command::Bench(a) => a.threads.iter().max().copied(),
-            Command::Parity(a) => a.threads,
-            Command::Eval(a) => a.threads,
-            Command::Serve(a) => a.threads,
-            Command::Synth(_) | Command::Models(_) => None,
-        }
-    }
-
     /// The `--models-file` the command was given.
     pub fn models_file(&self) -> Option<&std::path::Path> {
         match self {

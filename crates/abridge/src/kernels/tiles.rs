@@ -122,7 +122,7 @@ const TASK_ROWS: usize = 32;
 struct Shared<T>(*mut T);
 // SAFETY: tasks write disjoint elements (see `Tiles::new`, `Tiles::matmul`
 // and `quantize_rows`), and the buffer outlives the pool's
-// `execute_chunked`, which joins every task.
+// `pool::run`, which joins every task.
 unsafe impl<T> Sync for Shared<T> {}
 
 /// `count` values made by `make(index)` on every thread of the kernels'
@@ -130,7 +130,7 @@ unsafe impl<T> Sync for Shared<T> {}
 fn build_in_pool<V: Send>(count: usize, make: impl Fn(usize) -> V + Sync) -> Vec<V> {
     let mut out: Vec<V> = Vec::with_capacity(count);
     let shared = Shared(out.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(count, |range| {
+    crate::kernels::pool::run(count, |range| {
         let shared = &shared;
         for at in range {
             let v = make(at);
@@ -206,7 +206,7 @@ impl<T: Tile> Tiles<T> {
         let row_tasks = m.div_ceil(TASK_ROWS);
         let mut out = vec![0f32; m * self.rows];
         let shared = Shared(out.as_mut_ptr());
-        candle_core::utils::barrier_pool().execute_chunked(tile_tasks * row_tasks, |range| {
+        crate::kernels::pool::run(tile_tasks * row_tasks, |range| {
             let shared = &shared;
             for task in range {
                 let (tt, rt) = (task / row_tasks, task % row_tasks);

@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
+use crate::kernels::pool::Pool;
 use crate::tokenizer::template::{Builtin, ChatTemplate};
 use crate::tokenizer::{TokenId, Tokenizer};
 
@@ -88,10 +89,8 @@ impl ModelOptions {
 
     /// Number of CPU threads for the forward pass (default: every core).
     ///
-    /// candle's kernels read `RAYON_NUM_THREADS` on every call and, when it
-    /// is unset, count the physical cores by parsing `/proc/cpuinfo` each
-    /// time; a program that generates many tokens should set it to the same
-    /// number at startup, as the `abridge` binary does.
+    /// Both the model's kernels and candle's parallel operations run on
+    /// this many threads, the caller's among them.
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads.max(1));
         self
@@ -212,7 +211,10 @@ pub struct Model {
     tokenizer: Tokenizer,
     template: ChatTemplate,
     network: Box<dyn CausalLm>,
+    /// Where candle's own parallel operations (norms, rotations) run.
     pool: rayon::ThreadPool,
+    /// Where our kernels split their work: the same number of threads.
+    kernel_pool: Pool,
     device: Device,
     kernels: Kernels,
 }
@@ -264,8 +266,18 @@ impl Model {
                 available,
             });
         }
+        let mut pool = rayon::ThreadPoolBuilder::new();
+        if let Some(n) = options.threads {
+            pool = pool.num_threads(n);
+        }
+        let pool = pool
+            .build()
+            .map_err(|e| Error::InvalidOption(format!("cannot start worker threads: {e}")))?;
+        let kernel_pool = Pool::new(pool.current_num_threads())
+            .map_err(|e| Error::InvalidOption(format!("cannot start worker threads: {e}")))?;
         let native = options.kernels.native_on(&options.device);
-        let network = arch::load(&gguf, &options.device, native)?;
+        // Weights are repacked for our kernels on the model's threads.
+        let network = kernel_pool.install(|| arch::load(&gguf, &options.device, native))?;
         if tokenizer.vocab_size() > network.vocab_size() {
             return Err(Error::Tokenizer(format!(
                 "the vocabulary has {} tokens but the model's embedding only {}",
@@ -277,13 +289,6 @@ impl Model {
             Some(builtin) => ChatTemplate::builtin(builtin, &tokenizer),
             None => ChatTemplate::for_model(&gguf, &tokenizer),
         };
-        let mut pool = rayon::ThreadPoolBuilder::new();
-        if let Some(n) = options.threads {
-            pool = pool.num_threads(n);
-        }
-        let pool = pool
-            .build()
-            .map_err(|e| Error::InvalidOption(format!("cannot start worker threads: {e}")))?;
         let info = ModelInfo {
             path: path.to_path_buf(),
             name: gguf
@@ -301,6 +306,7 @@ impl Model {
             template,
             network,
             pool,
+            kernel_pool,
             device: options.device,
             kernels: if native {
                 Kernels::Native
@@ -386,7 +392,10 @@ impl Model {
     /// Runs `tokens` through the network on the model's threads (see
     /// [`CausalLm::forward`]).
     pub fn forward(&self, tokens: &[TokenId], cache: &mut KvCache) -> Result<Tensor> {
-        self.pool.install(|| self.network.forward(tokens, cache))
+        self.pool.install(|| {
+            self.kernel_pool
+                .install(|| self.network.forward(tokens, cache))
+        })
     }
 }
 

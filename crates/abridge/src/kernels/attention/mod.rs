@@ -291,7 +291,7 @@ impl CachedAttention {
             .chunks_mut(per_task)
             .map(Mutex::new)
             .collect::<Vec<_>>();
-        candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
+        crate::kernels::pool::run(tasks, |range| {
             let n_q = group * seq;
             let mut scores = vec![0f32; n_q * KEYS_PER_BLOCK];
             let mut scratch = vec![0f32; n_q * KEYS_PER_BLOCK * 8];

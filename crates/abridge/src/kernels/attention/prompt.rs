@@ -51,7 +51,7 @@ impl CachedAttention {
             .flat_map(|head| head.chunks_mut(LANES * dv))
             .map(Mutex::new)
             .collect();
-        candle_core::utils::barrier_pool().execute_chunked(self.kv_heads * blocks, |range| {
+        crate::kernels::pool::run(self.kv_heads * blocks, |range| {
             let mut tile = Tile::new(group, d, dv);
             for task in range {
                 // Later positions see more keys: handing those out first
