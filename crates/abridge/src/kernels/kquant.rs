@@ -152,14 +152,16 @@ impl Tile for Q4KTile {
         }
         // The file stores 64 values per 32 bytes: the first 32 in the low
         // nibbles, the next 32 in the high ones.
-        let qs = &block[16..144];
+        let qs: &[u8; 128] = block[16..144]
+            .try_into()
+            .expect("Q4_K blocks are 144 bytes");
         for g in 0..QK / 8 {
             let first = 8 * g;
             let src = &qs[first / 64 * 32 + first % 32..][..8];
             let shift = if first % 64 < 32 { 0 } else { 4 };
+            let dst = &mut self.qs[g * ROWS * 4 + r * 4..][..4];
             for t in 0..4 {
-                let (a, b) = ((src[t] >> shift) & 0x0F, (src[t + 4] >> shift) & 0x0F);
-                self.qs[g * ROWS * 4 + r * 4 + t] = a | (b << 4);
+                dst[t] = ((src[t] >> shift) & 0x0F) | (((src[t + 4] >> shift) & 0x0F) << 4);
             }
         }
     }
@@ -228,13 +230,29 @@ const _: () = assert!(std::mem::size_of::<Q6KTile>() == 16 * 210);
 /// Unsigned 6-bit value `n` (of 256) of a `Q6_K` file block: the low four
 /// bits of two values share a byte of `ql`, the high two bits of four share
 /// one of `qh`.
-fn q6_value(block: &[u8], n: usize) -> u8 {
-    let (c, m) = (n / 128, n % 128);
-    let (q, l) = (m / 32, m % 32);
-    let ql = block[64 * c + (q % 2) * 32 + l];
-    let low = if q < 2 { ql & 0x0F } else { ql >> 4 };
-    let high = (block[128 + 32 * c + l] >> (2 * q)) & 3;
-    low | (high << 4)
+/// A Q6_K block's 256 six-bit values, in order: value `128c + 32q + l` has
+/// its low four bits in byte `64c + 32(q % 2) + l` (low nibble for q < 2,
+/// high otherwise) and its top two at bits `2q` of byte `128 + 32c + l`.
+/// Written as four runs of 32 so the loop vectorizes: value by value, with
+/// a bounds check on each byte, this was a third of the 7B's load time; now
+/// under 2%.
+fn q6_values(block: &[u8; 210]) -> [u8; QK] {
+    let mut v = [0u8; QK];
+    for c in 0..2 {
+        let (ql, qh) = (
+            &block[64 * c..64 * c + 64],
+            &block[128 + 32 * c..160 + 32 * c],
+        );
+        let out = &mut v[128 * c..128 * c + 128];
+        for l in 0..32 {
+            let (a, b, h) = (ql[l], ql[32 + l], qh[l]);
+            out[l] = (a & 0x0F) | ((h & 3) << 4);
+            out[32 + l] = (b & 0x0F) | (((h >> 2) & 3) << 4);
+            out[64 + l] = (a >> 4) | (((h >> 4) & 3) << 4);
+            out[96 + l] = (b >> 4) | ((h >> 6) << 4);
+        }
+    }
+    v
 }
 
 impl Q6KTile {
@@ -263,23 +281,25 @@ impl Tile for Q6KTile {
     }
 
     fn set_row(&mut self, r: usize, block: &[u8]) {
+        let block: &[u8; 210] = block.try_into().expect("Q6_K blocks are 210 bytes");
         self.d[r] = u16::from_le_bytes([block[208], block[209]]);
         for s in 0..16 {
             self.scales[s * ROWS + r] = block[192 + s] as i8;
         }
-        let v: [u8; QK] = std::array::from_fn(|n| q6_value(block, n));
-        for g in 0..QK / 8 {
+        let v = q6_values(block);
+        for (g, v) in v.chunks_exact(8).enumerate() {
+            let lo = &mut self.lo[g * ROWS * 4 + r * 4..][..4];
             for t in 0..4 {
-                let (a, b) = (v[8 * g + t] & 0x0F, v[8 * g + t + 4] & 0x0F);
-                self.lo[g * ROWS * 4 + r * 4 + t] = a | (b << 4);
+                lo[t] = (v[t] & 0x0F) | ((v[t + 4] & 0x0F) << 4);
             }
         }
-        for h in 0..QK / 16 {
+        for (h, v) in v.chunks_exact(16).enumerate() {
+            let hi = &mut self.hi[h * ROWS * 4 + r * 4..][..4];
             for t in 0..4 {
-                let bits = (0..4).fold(0u8, |acc, i| {
-                    acc | ((v[16 * h + t + 4 * i] >> 4) << (2 * i))
-                });
-                self.hi[h * ROWS * 4 + r * 4 + t] = bits;
+                hi[t] = (v[t] >> 4)
+                    | ((v[t + 4] >> 4) << 2)
+                    | ((v[t + 8] >> 4) << 4)
+                    | ((v[t + 12] >> 4) << 6);
             }
         }
     }

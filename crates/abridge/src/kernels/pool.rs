@@ -9,8 +9,8 @@
 //! ([`Pool::install`]) and the kernels ask for the current one ([`run`]).
 //!
 //! Workers spin for a while after each job before they sleep: a forward
-//! pass calls the kernels hundreds of times with a few microseconds between
-//! calls, far less than waking a sleeping thread takes.
+//! pass calls the kernels hundreds of times with microseconds between
+//! calls, less than waking a sleeping thread takes.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
-/// Spins a worker waits for the next job before it sleeps: about 50 µs.
+/// Spins a worker waits for the next job before it sleeps: 0.4 to 1.2 ms,
+/// as a CPU's pause instruction takes 20 to 140 cycles. candle's pool, which
+/// the kernels used before, waited 25,000.
 const SPINS: u32 = 20_000;
 
 /// Grabs of work per thread in [`Pool::chunked`]: enough that a fast
