@@ -157,6 +157,20 @@ fn lower_words(text: &str) -> Vec<String> {
 
 /// Length in bytes of a list marker ("- ", "* ", "+ ", "• ", "1. ", "2) ")
 /// at the start of `line`, including the following whitespace.
+/// Whether a line (trimmed) is a list item's or heading's marker with
+/// nothing after it ("2.", "3)", "-", "##"): the next item begun, not a
+/// sentence ended, though "2." ends with a period.
+pub(crate) fn is_bare_marker(line: &str) -> bool {
+    let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+    match &line[digits..] {
+        "." | ")" => (1..=3).contains(&digits),
+        "-" | "*" | "+" | "\u{2022}" => digits == 0,
+        hashes => {
+            digits == 0 && (1..=6).contains(&hashes.len()) && hashes.bytes().all(|b| b == b'#')
+        }
+    }
+}
+
 fn list_marker_len(line: &str) -> Option<usize> {
     let mut chars = line.char_indices();
     let (_, first) = chars.next()?;
@@ -386,6 +400,9 @@ pub fn ends_complete(text: &str) -> bool {
     }
     if last_line.len() > 1 && last_line.starts_with('|') && last_line.ends_with('|') {
         return true;
+    }
+    if is_bare_marker(last_line) {
+        return false;
     }
     let core = t.trim_end_matches(CLOSERS);
     if core.ends_with(TERMINATORS) {
@@ -852,6 +869,10 @@ mod tests {
         assert!(!ends_complete("The results are as follows:"));
         assert!(!ends_complete("Points:\n- The model is"));
         assert!(!ends_complete("- Item,"));
+        assert!(!ends_complete("1. **Reliability**: a design strategy.\n2."));
+        assert!(!ends_complete("First point.\n3)"));
+        assert!(!ends_complete("Points:\n-"));
+        assert!(ends_complete("Revenue grew in 2024."));
         assert!(!ends_complete("```rust\nfn main() {"));
         assert!(!ends_complete("今天天气很"));
         assert!(!ends_complete(""));
