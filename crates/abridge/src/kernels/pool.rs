@@ -273,12 +273,11 @@ fn fallback() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
     POOL.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        // Without threads to spare, the caller's alone.
-        Pool::new(cores).unwrap_or_else(|_| Pool {
-            shared: Arc::new(Shared::new()),
-            workers: Vec::new(),
-            calling: Mutex::new(()),
-        })
+        // Without threads to spare, the caller's alone: a pool of one
+        // starts no thread, so it cannot fail.
+        Pool::new(cores)
+            .or_else(|_| Pool::new(1))
+            .expect("a pool of one thread starts none")
     })
 }
 
