@@ -57,21 +57,15 @@ struct Q8Super {
 }
 
 fn quantize_super(chunk: &[f32]) -> Q8Super {
-    let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
-    let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let mut s = Q8Super {
-        q: [0; QK],
-        sums16: [0; 16],
-        sums: [0; 8],
-        d,
-    };
-    for (t, (q, v)) in s.q.iter_mut().zip(chunk).enumerate() {
-        *q = (v * inv).round() as i8;
-        s.sums16[t / 16] += i16::from(*q);
-        s.sums[t / 32] += i16::from(*q);
+    let mut q = [0i8; QK];
+    let d = super::simd::quantize_i8(chunk, &mut q);
+    let sum = |c: &[i8]| c.iter().map(|&v| i16::from(v)).sum::<i16>();
+    let mut sums16 = [0i16; 16];
+    for (s, c) in sums16.iter_mut().zip(q.chunks_exact(16)) {
+        *s = sum(c);
     }
-    s
+    let sums = std::array::from_fn(|j| sums16[2 * j] + sums16[2 * j + 1]);
+    Q8Super { q, sums16, sums, d }
 }
 
 fn widen(bits: u16) -> f32 {
@@ -716,7 +710,7 @@ mod tests {
             .flat_map(|b| {
                 let d = b.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
                 let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
-                b.iter().map(move |v| (v * inv).round() * d)
+                b.iter().map(move |v| (v * inv).round_ties_even() * d)
             })
             .collect()
     }

@@ -61,15 +61,9 @@ struct Q8Block {
 /// Quantizes a block as llama.cpp's `quantize_row_q8_1` does, including the
 /// rounding of the scale and sum to f16 that its block format implies.
 fn quantize_block(x: &[f32]) -> Q8Block {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
-    let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
     let mut q = [0i8; BLOCK];
-    let mut sum = 0i32;
-    for (qi, v) in q.iter_mut().zip(x) {
-        *qi = (v * inv).round() as i8;
-        sum += i32::from(*qi);
-    }
+    let d = super::simd::quantize_i8(x, &mut q);
+    let sum = q.iter().map(|&v| i32::from(v)).sum::<i32>();
     Q8Block {
         q,
         d: f16::from_f32(d).to_f32(),
