@@ -49,8 +49,10 @@ impl KQuantType {
 #[derive(Clone, Copy)]
 struct Q8Super {
     q: [i8; QK],
-    /// `Σq` of each 16-value sub-block, for `Q6_K`'s centring.
-    sums16: [i16; 16],
+    /// `-32 Σq` of each 16-value sub-block: `Q6_K`'s centring, ready to
+    /// start a sub-block's sum (broadcast from memory, it costs the vector
+    /// ports nothing; made in the kernel, a tenth of `Q6_K`'s instructions).
+    centres: [i32; 16],
     /// `Σq` of each 32-value sub-block, for `Q4_K`'s minimums.
     sums: [i16; 8],
     d: f32,
@@ -65,7 +67,13 @@ fn quantize_super(chunk: &[f32]) -> Q8Super {
         *s = sum(c);
     }
     let sums = std::array::from_fn(|j| sums16[2 * j] + sums16[2 * j + 1]);
-    Q8Super { q, sums16, sums, d }
+    let centres = sums16.map(|s| -32 * i32::from(s));
+    Q8Super {
+        q,
+        centres,
+        sums,
+        d,
+    }
 }
 
 fn widen(bits: u16) -> f32 {
@@ -76,9 +84,12 @@ fn widen(bits: u16) -> f32 {
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 struct Q4KTile {
-    /// For each group `g` of eight values, for each row `r`: four bytes,
-    /// byte `t` holding value `8g + t` in its low nibble and `8g + t + 4` in
-    /// its high one.
+    /// For each pair `k` of 32-value sub-blocks, for each group `l` of four
+    /// values, for each row `r`: four bytes, byte `t` holding value `4l + t`
+    /// of sub-block `2k` in its low nibble and of sub-block `2k + 1` in its
+    /// high one. This is the file's own pairing of nibbles, so the repack
+    /// copies bytes, and a kernel takes one sub-block with one mask: the
+    /// high nibbles unshifted, as sixteen times their value.
     qs: [u8; QK / 8 * ROWS * 4],
     /// The 6-bit scale of each 32-value sub-block `j`, for each row:
     /// `[j][r]`.
@@ -95,10 +106,11 @@ struct Q4KTile {
 const _: () = assert!(std::mem::size_of::<Q4KTile>() == 2368);
 
 impl Q4KTile {
-    /// Unsigned 4-bit value `t` (of 256) of row `r`.
-    fn value(&self, r: usize, t: usize) -> u8 {
-        let byte = self.qs[t / 8 * ROWS * 4 + r * 4 + t % 4];
-        if t % 8 < 4 { byte & 0x0F } else { byte >> 4 }
+    /// Unsigned 4-bit value `n` (of 256) of row `r`.
+    fn value(&self, r: usize, n: usize) -> u8 {
+        let (j, w) = (n / 32, n % 32);
+        let byte = self.qs[(j / 2 * 8 + w / 4) * ROWS * 4 + r * 4 + w % 4];
+        if j % 2 == 0 { byte & 0x0F } else { byte >> 4 }
     }
 
     fn min(&self, r: usize, j: usize) -> u8 {
@@ -144,19 +156,10 @@ impl Tile for Q4KTile {
             self.scales[j * ROWS + r] = sc;
             self.mins[j / 2 * ROWS * 2 + r * 2 + j % 2] = mn;
         }
-        // The file stores 64 values per 32 bytes: the first 32 in the low
-        // nibbles, the next 32 in the high ones.
-        let qs: &[u8; 128] = block[16..144]
-            .try_into()
-            .expect("Q4_K blocks are 144 bytes");
-        for g in 0..QK / 8 {
-            let first = 8 * g;
-            let src = &qs[first / 64 * 32 + first % 32..][..8];
-            let shift = if first % 64 < 32 { 0 } else { 4 };
-            let dst = &mut self.qs[g * ROWS * 4 + r * 4..][..4];
-            for t in 0..4 {
-                dst[t] = ((src[t] >> shift) & 0x0F) | (((src[t + 4] >> shift) & 0x0F) << 4);
-            }
+        // The file stores sub-blocks 2k and 2k + 1 in the low and high
+        // nibbles of bytes 32k ..32k + 32, as the tile does.
+        for (l, four) in block[16..144].chunks_exact(4).enumerate() {
+            self.qs[l * ROWS * 4 + r * 4..][..4].copy_from_slice(four);
         }
     }
 
@@ -206,7 +209,9 @@ impl Tile for Q4KTile {
 #[repr(C, align(32))]
 #[derive(Clone, Copy)]
 struct Q6KTile {
-    /// The low four bits of each value, laid out as [`Q4KTile::qs`].
+    /// The low four bits of each value: for each group `g` of eight
+    /// values, for each row: four bytes, byte `t` holding value `8g + t` in
+    /// its low nibble and `8g + t + 4` in its high one.
     lo: [u8; QK / 8 * ROWS * 4],
     /// The high two bits: for each group `h` of 16 values, for each row:
     /// four bytes, byte `t` holding those of value `16h + t + 4i` at bit
@@ -308,7 +313,7 @@ impl Tile for Q6KTile {
                         let sub: i32 = (16 * s..16 * (s + 1))
                             .map(|n| i32::from(t.value(r, n)) * i32::from(a.q[n]))
                             .sum();
-                        let centred = sub - 32 * i32::from(a.sums16[s]);
+                        let centred = sub + a.centres[s];
                         dot += i32::from(t.scales[s * ROWS + r]) * centred;
                     }
                     acc += a.d * widen(t.d[r]) * dot as f32;
@@ -356,6 +361,12 @@ mod x86 {
     /// `out[i][r]` for the `R` activation rows `xs` and the 16 rows of a row
     /// of tiles, 16 rows to a 512-bit register.
     ///
+    /// The kernel is bound by its vector instructions, which share two
+    /// ports: per sub-block, one mask per load (a high nibble is taken as
+    /// sixteen times its value, its scale divided by 16), one conversion
+    /// and one multiply-add per activation row; the minimums in one VNNI
+    /// word product per pair of sub-blocks.
+    ///
     /// # Safety
     /// The CPU must support AVX-512 F, BW and VNNI.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
@@ -364,28 +375,32 @@ mod x86 {
         xs: &[&[Q8Super]; R],
         out: &mut [[f32; ROWS]; R],
     ) {
-        let low4 = _mm512_set1_epi8(0x0F);
+        let nibbles = [_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0xF0u8 as i8)];
+        let sixteenth = _mm512_set1_ps(1.0 / 16.0);
         let mut acc = [_mm512_setzero_ps(); R];
         for (b, t) in tiles.iter().enumerate() {
             let a: [&Q8Super; R] = std::array::from_fn(|i| &xs[i][b]);
             let mut sub = [_mm512_setzero_ps(); R];
             for j in 0..8 {
+                let (k, high) = (j / 2, j % 2);
                 let mut p = [_mm512_setzero_si512(); R];
-                for g in 4 * j..4 * j + 4 {
-                    // SAFETY: `g * 64 + 64` is within `qs` (2048 bytes).
-                    let w = unsafe { _mm512_loadu_si512(t.qs.as_ptr().add(g * 64).cast()) };
-                    let lo = _mm512_and_si512(w, low4);
-                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(w), low4);
+                for l in 0..8 {
+                    // SAFETY: `(8k + l) * 64 + 64` is within `qs` (2048 bytes).
+                    let w =
+                        unsafe { _mm512_loadu_si512(t.qs.as_ptr().add((8 * k + l) * 64).cast()) };
+                    let v = _mm512_and_si512(w, nibbles[high]);
                     for i in 0..R {
-                        // SAFETY: `8 * g + 8` ≤ 256.
-                        let (x0, x1) = unsafe { (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4)) };
-                        p[i] = _mm512_dpbusd_epi32(p[i], lo, _mm512_set1_epi32(x0));
-                        p[i] = _mm512_dpbusd_epi32(p[i], hi, _mm512_set1_epi32(x1));
+                        // SAFETY: `32j + 4l + 4` ≤ 256.
+                        let x = unsafe { four(&a[i].q, 32 * j + 4 * l) };
+                        p[i] = _mm512_dpbusd_epi32(p[i], v, _mm512_set1_epi32(x));
                     }
                 }
                 // SAFETY: `j * 16 + 16` is within `scales` (128 bytes).
                 let sc8 = unsafe { _mm_loadu_si128(t.scales.as_ptr().add(j * ROWS).cast()) };
-                let sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sc8));
+                let mut sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sc8));
+                if high == 1 {
+                    sc = _mm512_mul_ps(sc, sixteenth);
+                }
                 for i in 0..R {
                     sub[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[i]), sc, sub[i]);
                 }
@@ -404,7 +419,7 @@ mod x86 {
                 let mn = _mm512_cvtepu8_epi16(mn8);
                 for i in 0..R {
                     let s = _mm512_set1_epi32(sum_pair(a[i], pair));
-                    mins[i] = _mm512_add_epi32(mins[i], _mm512_madd_epi16(mn, s));
+                    mins[i] = _mm512_dpwssd_epi32(mins[i], mn, s);
                 }
             }
             for i in 0..R {
@@ -420,8 +435,10 @@ mod x86 {
     }
 
     /// The same on AVX2, eight rows to a 256-bit register: `maddubs` in
-    /// place of VNNI's `dpbusd`, with the 16-bit pair sums of a whole
-    /// sub-block added before widening (8 × 2 × 15 × 127 < 2¹⁵).
+    /// place of VNNI's `dpbusd`, the 16-bit pair sums of a sub-block added
+    /// before widening (8 × 2 × 15 × 127 < 2¹⁵), and widened by a `madd`
+    /// with the sub-block's scale, so sub-blocks add up in integers
+    /// (8 × 30,480 × 63 < 2³¹) and convert once per super-block.
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
@@ -432,36 +449,35 @@ mod x86 {
         out: &mut [[f32; ROWS]; R],
     ) {
         let low4 = _mm256_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
         for half in 0..ROWS / LANES {
             let mut acc = [_mm256_setzero_ps(); R];
             for (b, t) in tiles.iter().enumerate() {
                 let a: [&Q8Super; R] = std::array::from_fn(|i| &xs[i][b]);
-                let mut sub = [_mm256_setzero_ps(); R];
+                let mut sub = [_mm256_setzero_si256(); R];
                 for j in 0..8 {
+                    let (k, high) = (j / 2, j % 2 == 1);
                     let mut p = [_mm256_setzero_si256(); R];
-                    for g in 4 * j..4 * j + 4 {
-                        let at = g * ROWS * 4 + half * LANES * 4;
+                    for l in 0..8 {
+                        let at = (8 * k + l) * ROWS * 4 + half * LANES * 4;
                         // SAFETY: `at + 32` is within `qs` (2048 bytes).
                         let w = unsafe { _mm256_loadu_si256(t.qs.as_ptr().add(at).cast()) };
-                        let lo = _mm256_and_si256(w, low4);
-                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(w), low4);
+                        let w = if high { _mm256_srli_epi16::<4>(w) } else { w };
+                        let v = _mm256_and_si256(w, low4);
                         for i in 0..R {
-                            // SAFETY: `8 * g + 8` ≤ 256.
-                            let (x0, x1) =
-                                unsafe { (four(&a[i].q, 8 * g), four(&a[i].q, 8 * g + 4)) };
-                            let l = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(x0));
-                            let h = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(x1));
-                            p[i] = _mm256_add_epi16(p[i], _mm256_add_epi16(l, h));
+                            // SAFETY: `32j + 4l + 4` ≤ 256.
+                            let x = unsafe { four(&a[i].q, 32 * j + 4 * l) };
+                            let m = _mm256_maddubs_epi16(v, _mm256_set1_epi32(x));
+                            p[i] = _mm256_add_epi16(p[i], m);
                         }
                     }
                     let at = j * ROWS + half * LANES;
                     // SAFETY: `at + 8` is within `scales` (128 bytes).
                     let sc8 = unsafe { _mm_loadl_epi64(t.scales.as_ptr().add(at).cast()) };
-                    let sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sc8));
+                    // The scale in both 16-bit halves of its row's lane.
+                    let sc = _mm256_cvtepu8_epi32(sc8);
+                    let sc = _mm256_or_si256(sc, _mm256_slli_epi32::<16>(sc));
                     for i in 0..R {
-                        let p32 = _mm256_madd_epi16(p[i], ones);
-                        sub[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), sc, sub[i]);
+                        sub[i] = _mm256_add_epi32(sub[i], _mm256_madd_epi16(p[i], sc));
                     }
                 }
                 // SAFETY: `d` and `dmin` are 16 f16 values.
@@ -483,7 +499,7 @@ mod x86 {
                     }
                 }
                 for i in 0..R {
-                    let v = _mm256_mul_ps(d, sub[i]);
+                    let v = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sub[i]));
                     let v = _mm256_fnmadd_ps(dmin, _mm256_cvtepi32_ps(mins[i]), v);
                     acc[i] = _mm256_fmadd_ps(v, _mm256_set1_ps(a[i].d), acc[i]);
                 }
@@ -515,7 +531,7 @@ mod x86 {
             let mut sub = [_mm512_setzero_ps(); R];
             for s in 0..16 {
                 let mut p: [__m512i; R] =
-                    std::array::from_fn(|i| _mm512_set1_epi32(-32 * i32::from(a[i].sums16[s])));
+                    std::array::from_fn(|i| _mm512_set1_epi32(a[i].centres[s]));
                 // SAFETY: `s * 64 + 64` is within `hi` (1024 bytes).
                 let hb = unsafe { _mm512_loadu_si512(t.hi.as_ptr().add(s * 64).cast()) };
                 // The high bits of group 2s sit at bits 0 and 2, of 2s + 1 at
@@ -581,7 +597,7 @@ mod x86 {
                 let mut sub = [_mm256_setzero_ps(); R];
                 for s in 0..16 {
                     let mut p: [__m256i; R] =
-                        std::array::from_fn(|i| _mm256_set1_epi32(-32 * i32::from(a[i].sums16[s])));
+                        std::array::from_fn(|i| _mm256_set1_epi32(a[i].centres[s]));
                     let at = s * ROWS * 4 + half * LANES * 4;
                     // SAFETY: `at + 32` is within `hi` (1024 bytes).
                     let hb = unsafe { _mm256_loadu_si256(t.hi.as_ptr().add(at).cast()) };
