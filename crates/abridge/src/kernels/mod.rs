@@ -16,3 +16,5 @@ pub mod pool;
 pub mod quant;
 pub(crate) mod simd;
 mod tiles;
+
+pub use tiles::{Gated, GatedMatrix};

@@ -15,7 +15,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use half::f16;
 
 use super::simd::SimdLevel;
-use super::tiles::{ROWS, Tile, Tiles, apply};
+use super::tiles::{GatedMatrix, ROWS, Tile, Tiles, apply, gate_apart};
 use crate::error::Result;
 
 /// Values per quantization block.
@@ -616,10 +616,6 @@ impl LegacyMatrix {
         Ok(Self { kind, repr })
     }
 
-    fn shape(&self) -> (usize, usize) {
-        each!(&self.repr, t => (t.rows, t.cols))
-    }
-
     /// Rows of the matrix.
     pub fn rows(&self) -> usize {
         self.shape().0
@@ -654,6 +650,23 @@ impl LegacyMatrix {
 
     fn matmul_with(&self, simd: SimdLevel, x: &[f32], m: usize) -> Vec<f32> {
         each!(&self.repr, t => t.matmul(simd, x, m))
+    }
+}
+
+impl GatedMatrix for LegacyMatrix {
+    fn shape(&self) -> (usize, usize) {
+        each!(&self.repr, t => (t.rows, t.cols))
+    }
+
+    fn gated(&self, up: &Self, x: &[f32], m: usize) -> Vec<f32> {
+        let simd = SimdLevel::get();
+        match (&self.repr, &up.repr) {
+            (Repr::Q4_1(g), Repr::Q4_1(u)) => g.gated(u, simd, x, m),
+            (Repr::Q5_0(g), Repr::Q5_0(u)) => g.gated(u, simd, x, m),
+            (Repr::Q5_1(g), Repr::Q5_1(u)) => g.gated(u, simd, x, m),
+            (Repr::Q8_0(g), Repr::Q8_0(u)) => g.gated(u, simd, x, m),
+            _ => gate_apart(self.matmul(x, m), &up.matmul(x, m)),
+        }
     }
 }
 
@@ -789,6 +802,43 @@ mod tests {
         let q4 = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
         let m = LegacyMatrix::new(LegacyType::Q4_1, rows, cols, &q4.data().unwrap()).unwrap();
         assert_eq!(m.row_values(0), None, "only Q8_0 is read back");
+    }
+
+    /// Every legacy type's fused gate/up product gives exactly candle's
+    /// `silu` and product of our two separate products; a pair of two types
+    /// (Q5_0 gate, Q8_0 up) is multiplied apart.
+    #[test]
+    fn gated_pairs_match_the_separate_ops() {
+        use crate::kernels::Gated;
+        let dev = Device::Cpu;
+        let matrix = |dtype, rows| {
+            let w = Tensor::randn(0f32, 1.0, (rows, 256), &dev).unwrap();
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let kind = LegacyType::from_ggml(dtype).unwrap();
+            LegacyMatrix::new(kind, rows, 256, &q.data().unwrap()).unwrap()
+        };
+        let x = Tensor::randn(0f32, 1.0, (11, 256), &dev).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let pairs = [
+            (GgmlDType::Q4_1, GgmlDType::Q4_1),
+            (GgmlDType::Q5_0, GgmlDType::Q5_0),
+            (GgmlDType::Q5_1, GgmlDType::Q5_1),
+            (GgmlDType::Q8_0, GgmlDType::Q8_0),
+            (GgmlDType::Q5_0, GgmlDType::Q8_0),
+        ];
+        for (g, u) in pairs {
+            let (gate, up) = (matrix(g, 40), matrix(u, 40));
+            let separate = (candle_nn::ops::silu(&x.apply_op1_no_bwd(&gate).unwrap()).unwrap()
+                * x.apply_op1_no_bwd(&up).unwrap())
+            .unwrap();
+            let fused = x
+                .apply_op1_no_bwd(&Gated {
+                    gate: &gate,
+                    up: &up,
+                })
+                .unwrap();
+            assert_eq!(flat(&fused), flat(&separate), "{g:?} with {u:?}");
+        }
     }
 
     #[test]

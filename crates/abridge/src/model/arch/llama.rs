@@ -129,7 +129,7 @@ impl Llama {
                 .reshape((seq, c.heads * c.head_dim))?;
             x = (x + b.o.forward(&attn)?)?;
             let h = rms_norm(&x, &b.ffn_norm, c.norm_eps)?;
-            let ff = (candle_nn::ops::silu(&b.gate.forward(&h)?)? * b.up.forward(&h)?)?;
+            let ff = Linear::gated(&b.gate, &b.up, &h)?;
             x = (x + b.down.forward(&ff)?)?;
         }
         cache.advance(tokens);

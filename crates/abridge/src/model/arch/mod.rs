@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::kernels::kquant::{KQuantMatrix, KQuantType};
 use crate::kernels::quant::{LegacyMatrix, LegacyType};
+use crate::kernels::{Gated, GatedMatrix};
 
 pub(crate) mod gemma3;
 pub(crate) mod llama;
@@ -324,6 +325,24 @@ impl Weight {
             Self::KQuant(w) => x.contiguous()?.apply_op1_no_bwd(w)?,
         })
     }
+
+    /// `silu(x · gateᵀ) ⊙ (x · upᵀ)`, a SwiGLU feed-forward's first half:
+    /// in one pass of our kernels where both matrices are theirs and of one
+    /// shape, else as two products and two element-wise ops.
+    pub(crate) fn gated(gate: &Self, up: &Self, x: &Tensor) -> Result<Tensor> {
+        Ok(match (gate, up) {
+            (Self::KQuant(g), Self::KQuant(u)) if g.shape() == u.shape() => x
+                .contiguous()?
+                .apply_op1_no_bwd(&Gated { gate: g, up: u })?,
+            (Self::Legacy(g), Self::Legacy(u)) if g.shape() == u.shape() => {
+                x.contiguous()?.apply_op1_no_bwd(&Gated {
+                    gate: g.as_ref(),
+                    up: u.as_ref(),
+                })?
+            }
+            _ => (candle_nn::ops::silu(&gate.forward(x)?)? * up.forward(x)?)?,
+        })
+    }
 }
 
 /// The token embedding matrix.
@@ -372,6 +391,15 @@ impl Linear {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
+    }
+
+    /// `silu(x · gateᵀ) ⊙ (x · upᵀ)`: see [`Weight::gated`]; projections
+    /// with a bias take the separate ops.
+    pub(crate) fn gated(gate: &Self, up: &Self, x: &Tensor) -> Result<Tensor> {
+        if gate.bias.is_none() && up.bias.is_none() {
+            return Weight::gated(&gate.weight, &up.weight, x);
+        }
+        Ok((candle_nn::ops::silu(&gate.forward(x)?)? * up.forward(x)?)?)
     }
 }
 
